@@ -1,0 +1,45 @@
+"""Tiny name -> class registries with errors that list what is available.
+
+Pure Python (no torch): used by ``losses``, ``weighting``, ``trainers`` and ``evals``.
+"""
+
+from typing import Callable, Dict, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class UnknownNameError(KeyError):
+    """Raised for a name that is not registered; the message lists the known names."""
+
+    def __str__(self) -> str:  # KeyError would print the repr with quotes
+        return str(self.args[0])
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: Dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def deco(obj: T) -> T:
+            if name in self._items and self._items[name] is not obj:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._items[name] = obj
+            return obj
+
+        return deco
+
+    def get(self, name: str) -> T:
+        if name not in self._items:
+            known = ", ".join(sorted(self._items)) or "(none)"
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; expected one of: {known}")
+        return self._items[name]
+
+    def build(self, name: str, **kwargs):
+        return self.get(name)(**kwargs)
+
+    def names(self):
+        return sorted(self._items)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._items

@@ -1,0 +1,9 @@
+"""Token weighters (pure torch). Importing this package registers every built-in weighter."""
+
+from atwu_plugin.weighting.base import WEIGHTERS, TokenWeighter, WeighterSetup, WeightingInputs, register_weighter
+
+__all__ = ["WEIGHTERS", "TokenWeighter", "WeighterSetup", "WeightingInputs", "register_weighter", "build_weighter"]
+
+
+def build_weighter(name: str, **kwargs) -> TokenWeighter:
+    return WEIGHTERS.build(name, **kwargs)
