@@ -3,6 +3,8 @@
 Pure Python (no torch): used by ``losses``, ``weighting``, ``trainers`` and ``evals``.
 """
 
+import math
+import numbers
 from typing import Callable, Dict, Generic, TypeVar
 
 T = TypeVar("T")
@@ -43,3 +45,27 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         return name in self._items
+
+
+def check_number(
+    owner: str, name: str, value, low=None, high=None, *, low_open=False, high_open=False, integer=False
+):
+    """Validate a hyperparameter; return it unchanged or raise a ValueError that names the
+    owner, the parameter, the value and the expected range, e.g.
+    ``npo: beta must be a number in (0, inf), got -1.0``. Floats must be finite."""
+    kind = "an integer" if integer else "a number"
+    interval = "{}{}, {}{}".format(
+        "(" if low is None or low_open else "[",
+        "-inf" if low is None else low,
+        "inf" if high is None else high,
+        ")" if high is None or high_open else "]",
+    )
+    ok = isinstance(value, numbers.Integral if integer else numbers.Real) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        raise ValueError(f"{owner}: {name} must be {kind} in {interval}, got {value!r}")
+    return value

@@ -31,8 +31,9 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """``log p(labels[t] | < t)`` as ``[B, T]`` float32, aligned with labels; 0 off-answer."""
     mask = answer_mask(labels)
     targets = labels[:, 1:].clamp_min(0)
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    logits = logits[:, :-1].float()  # no copy when already fp32
+    # gather + logsumexp instead of a full log_softmax: no extra [B, T, V] output tensor
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     return F.pad(picked, (1, 0)) * mask
 
 

@@ -2,6 +2,18 @@
 
 from atwu_plugin.weighting.base import WEIGHTERS, TokenWeighter, WeighterSetup, WeightingInputs, register_weighter
 
+# imported for their registration side effect
+from atwu_plugin.weighting import (  # noqa: F401,E402
+    oracle,
+    reference,
+    retain_frequency,
+    same_token,
+    satimp,
+    token_unlearn,
+    uniform,
+    wga,
+)
+
 __all__ = ["WEIGHTERS", "TokenWeighter", "WeighterSetup", "WeightingInputs", "register_weighter", "build_weighter"]
 
 

@@ -66,3 +66,16 @@ class TokenWeighter:
 
 WEIGHTERS: Registry = Registry("token weighter")
 register_weighter = WEIGHTERS.register
+
+
+def masked_zscore(x: torch.Tensor, mask: torch.Tensor, per_sequence: bool = True, eps: float = 1e-6):
+    """z-score of ``x [B, T]`` over the entries where ``mask`` is True, per sequence (each row
+    its own mean/std) or over the whole batch; population std; 0 off the mask and for a group
+    with no spread."""
+    dims = -1 if per_sequence else (0, 1)
+    m = mask.to(x.dtype)
+    x = torch.where(mask, x, torch.zeros_like(x))  # off-mask values may be inf
+    n = m.sum(dims, keepdim=True).clamp_min(1)
+    centered = (x - x.sum(dims, keepdim=True) / n) * m
+    std = (centered.pow(2).sum(dims, keepdim=True) / n).sqrt()
+    return centered / (std + eps)

@@ -1,0 +1,431 @@
+"""Run a leaderboard: benchmarks x methods x seeds cells, resumable, then results and reports.
+
+Output layout (``spec.output_dir``)::
+
+    cells/<benchmark>/<method>/seed<k>-<hash12>.json   one finished cell (written atomically, last)
+    cells/<benchmark>/<method>/seed<k>-<hash12>/       the cell's artifact dir (given to run_cell;
+                                                       removed if left empty), e.g.
+                                                       token_weights.jsonl for the heatmap
+    results.json                                       one benchmark: {"benchmark", "model", "runs"}
+                                                       several: {"name", "benchmarks": [...]} and
+    <benchmark>/results.json                           one file per benchmark
+    leaderboard.md, leaderboard.csv, tradeoff.png, heatmap_<method>.html (see report.py)
+    failures.json                                      only when cells failed in the last run
+
+A cell is identified by the sha256 of the canonical JSON (sorted keys, no whitespace, UTF-8) of
+its resolved config ``{"benchmark": {name, **options}, "method": {name, trainer, overrides},
+"seed", "host"}``. A rerun reuses a cell file whose stored hash matches and runs the others, so
+an interrupted leaderboard resumes where it stopped, and editing one method's overrides reruns
+only that method (old cell files with other hashes stay on disk and are ignored).
+
+``run_cell(cell: CellSpec) -> dict`` does the work (training + evaluation) and returns the run
+dict, at least ``{"metrics": {...}}``; ``method``/``seed``/``config`` are filled in by the
+runner, ``wall_s`` is measured when missing, a ``model`` key names the benchmark's model in
+results.json when the benchmark options have none. It may call ``cell.on_step(done, total)``
+to advance an inner progress bar. An exception in one cell is recorded and the others run
+(unless ``fail_fast``); ``KeyboardInterrupt`` stops at once, leaving finished cells on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+from atwu_plugin.leaderboard.spec import LeaderboardSpec, to_jsonable
+from atwu_plugin.utils.atomic import atomic_write_json
+
+__all__ = [
+    "CellSpec",
+    "CellFailure",
+    "LeaderboardOutcome",
+    "canonical_json",
+    "config_hash",
+    "expand_grid",
+    "run_leaderboard",
+    "collect_results",
+    "TOKEN_WEIGHTS_FILE",
+]
+
+TOKEN_WEIGHTS_FILE = "token_weights.jsonl"
+HASH_LEN = 12
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """sha256 hex digest of the canonical JSON of ``config`` (key order does not matter)."""
+    return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()
+
+
+def _noop_step(done: int, total: Optional[int] = None, **info: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """One (benchmark, method, seed) cell, everything a cell runner needs."""
+
+    benchmark: str
+    benchmark_options: Dict[str, Any]
+    method: str
+    trainer: str
+    overrides: Dict[str, Any]
+    seed: int
+    host: str
+    config: Dict[str, Any]  # the resolved config (what is hashed)
+    hash: str
+    path: Path  # the cell's result file
+    on_step: Callable[..., None] = field(default=_noop_step, compare=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.benchmark}/{self.method}/seed{self.seed}"
+
+    @property
+    def hash12(self) -> str:
+        return self.hash[:HASH_LEN]
+
+    @property
+    def artifact_dir(self) -> Path:
+        """Per-cell folder for run_cell's files (logs, token weights, checkpoints)."""
+        return self.path.with_suffix("")
+
+    @property
+    def token_weights_path(self) -> Path:
+        """Where a token-weighting method writes per-token records for the heatmap (JSONL of
+        ``{"sample", "tokens", "weights", "kinds"}``)."""
+        return self.artifact_dir / TOKEN_WEIGHTS_FILE
+
+
+def expand_grid(spec: LeaderboardSpec) -> List[CellSpec]:
+    """Cells in a stable order: benchmarks, then methods, then seeds, as listed in the spec."""
+    cells = []
+    for b in spec.benchmarks:
+        for m in spec.methods:
+            for s in spec.seeds:
+                config = {
+                    "benchmark": {"name": b.name, **b.options},
+                    "method": {"name": m.name, "trainer": m.trainer, "overrides": dict(m.overrides)},
+                    "seed": s,
+                    "host": spec.host,
+                }
+                config = json.loads(canonical_json(config))  # plain JSON types only (tuples -> lists)
+                h = config_hash(config)
+                path = Path(spec.output_dir) / "cells" / b.name / m.name / f"seed{s}-{h[:HASH_LEN]}.json"
+                cells.append(CellSpec(b.name, dict(b.options), m.name, m.trainer, dict(m.overrides), s,
+                                      spec.host, config, h, path))
+    return cells
+
+
+@dataclass
+class CellFailure:
+    key: str
+    error: str  # "ExceptionType: message"
+    traceback: str = ""
+
+    def to_json(self) -> Dict[str, str]:
+        return {"cell": self.key, "error": self.error, "traceback": self.traceback}
+
+
+@dataclass
+class LeaderboardOutcome:
+    spec: LeaderboardSpec
+    ran: List[str] = field(default_factory=list)
+    cached: List[str] = field(default_factory=list)
+    failures: List[CellFailure] = field(default_factory=list)
+    not_run: List[str] = field(default_factory=list)  # no result: after a fail-fast stop or only_report
+    not_run_reason: str = ""
+    results_path: Optional[Path] = None
+    reports: Dict[str, Path] = field(default_factory=dict)
+    report_error: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.not_run and self.report_error is None
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def summary(self) -> str:
+        total = len(self.ran) + len(self.cached) + len(self.failures) + len(self.not_run)
+        lines = [f"leaderboard {self.spec.name!r}: {total} cells: {len(self.ran)} run, "
+                 f"{len(self.cached)} reused, {len(self.failures)} failed"
+                 + (f", {len(self.not_run)} not run ({self.not_run_reason})" if self.not_run else "")]
+        for f in self.failures:
+            lines.append(f"  FAILED {f.key}: {f.error}")
+        if self.failures:
+            lines.append(f"  tracebacks: {Path(self.spec.output_dir) / 'failures.json'}; "
+                         "rerun to retry only the failed/missing cells")
+        if self.report_error:
+            lines.append(f"  reports not written: {self.report_error}")
+        if self.results_path:
+            lines.append(f"results: {self.results_path}")
+        for name in ("leaderboard.md", "tradeoff.png"):
+            if name in self.reports:
+                lines.append(f"{name.split('.')[0]}: {self.reports[name]}")
+        return "\n".join(lines)
+
+
+def _load_cell(cell: CellSpec) -> Optional[Dict[str, Any]]:
+    """The stored result of ``cell`` if its file exists, parses and carries the same hash."""
+    try:
+        data = json.loads(cell.path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("hash") != cell.hash or not isinstance(data.get("metrics"), dict):
+        return None
+    if any(k not in data for k in RUN_KEYS):
+        return None
+    return data
+
+
+def _clean_metrics(metrics: Mapping[str, Any], cell: CellSpec) -> Dict[str, Any]:
+    out = {}
+    for k, v in metrics.items():
+        if not isinstance(k, str):
+            raise TypeError(f"run_cell for {cell.key}: metric name {k!r} is not a string")
+        if v is None:
+            out[k] = None
+        elif isinstance(v, bool) or not isinstance(v, (int, float)):
+            try:  # numpy / torch scalars
+                v = float(v)
+            except (TypeError, ValueError):
+                raise TypeError(f"run_cell for {cell.key}: metric {k!r} = {v!r} is not a number") from None
+            out[k] = v if math.isfinite(v) else None
+        else:
+            # NaN/inf are not JSON; they mean "no value" (e.g. AUROC with a single class)
+            out[k] = v if math.isfinite(v) else None
+    return out
+
+
+def _make_record(cell: CellSpec, result: Any, wall_s: float) -> Dict[str, Any]:
+    if not isinstance(result, Mapping) or not isinstance(result.get("metrics"), Mapping):
+        raise TypeError(f"run_cell for {cell.key} returned {type(result).__name__}; expected a dict "
+                        "with a 'metrics' mapping")
+    extra = {k: v for k, v in result.items() if k not in ("method", "seed", "config", "metrics", "wall_s")}
+    rec = {
+        "method": cell.method,
+        "seed": cell.seed,
+        "config": cell.config,
+        "metrics": _clean_metrics(result["metrics"], cell),
+        "wall_s": float(result.get("wall_s", wall_s)),
+        "benchmark": cell.benchmark,
+        "hash": cell.hash,
+    }
+    for k, v in extra.items():
+        rec.setdefault(k, v)
+    return rec
+
+
+RUN_KEYS = ("method", "seed", "config", "metrics", "wall_s")
+
+
+def collect_results(spec: LeaderboardSpec, records: Mapping[str, Mapping[str, Any]],
+                    cells: Optional[List[CellSpec]] = None) -> Dict[str, Any]:
+    """results.json content from finished cell records (keyed by cell hash), in grid order."""
+    cells = cells if cells is not None else expand_grid(spec)
+    benches = []
+    for b in spec.benchmarks:
+        runs, model = [], b.options.get("model")
+        for c in cells:
+            if c.benchmark != b.name or c.hash not in records:
+                continue
+            rec = records[c.hash]
+            runs.append({k: rec[k] for k in RUN_KEYS})
+            if model is None and isinstance(rec.get("model"), str):
+                model = rec["model"]
+        benches.append({"benchmark": b.name, "model": model if isinstance(model, str) else "", "runs": runs})
+    if len(benches) == 1:
+        return benches[0]
+    return {"name": spec.name, "benchmarks": benches}
+
+
+class _Progress:
+    """Outer bar over cells + inner bar over steps (rich); a no-op when disabled."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.enabled = enabled
+        self._p = None
+        self._lines = False
+        if enabled:
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            self._p = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                               MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                               console=Console(stderr=True))
+            self._outer = self._p.add_task("cells", total=total)
+            # no live bar in CI logs (not a terminal): one line per cell instead
+            self._lines = not self._p.console.is_terminal
+            self._total, self._done = total, 0
+            self._inner = None
+
+    def __enter__(self):
+        if self._p:
+            self._p.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._p:
+            self._p.__exit__(*exc)
+
+    def log(self, msg: str) -> None:
+        if self._p:
+            self._p.console.print(msg, markup=False, highlight=False)
+
+    def start_cell(self, cell: CellSpec) -> Callable[..., None]:
+        if not self._p:
+            return _noop_step
+        self._p.update(self._outer, description=f"cells · {cell.key}")
+        p = self._p
+        state: Dict[str, Any] = {"task": None}
+
+        def on_step(done: int, total: Optional[int] = None, **info: Any) -> None:
+            if state["task"] is None:
+                state["task"] = p.add_task(f"  steps · {cell.key}", total=total)
+            desc = f"  steps · {cell.key}"
+            if info:
+                desc += " · " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                         for k, v in info.items())
+            p.update(state["task"], completed=done, total=total, description=desc)
+
+        self._inner = state
+        return on_step
+
+    def end_cell(self, cell: Optional[CellSpec] = None, status: str = "") -> None:
+        if not self._p:
+            return
+        self._done += 1
+        if self._lines and cell is not None:
+            self.log(f"[{self._done}/{self._total}] {cell.key}: {status}")
+        if self._inner and self._inner["task"] is not None:
+            self._p.remove_task(self._inner["task"])
+        self._inner = None
+        self._p.advance(self._outer)
+
+
+def run_leaderboard(spec: LeaderboardSpec, run_cell: Optional[Callable[[CellSpec], Mapping[str, Any]]],
+                    progress: bool = True, fail_fast: bool = False, only_report: bool = False,
+                    reports: bool = True) -> LeaderboardOutcome:
+    """Run the missing cells of ``spec`` with ``run_cell``, write results.json and the reports.
+
+    ``only_report``: run nothing (``run_cell`` may be None); missing cells are listed as
+    not run. Returns a :class:`LeaderboardOutcome` (``exit_code`` 0 when every cell finished,
+    ``summary()`` for the user). ``KeyboardInterrupt`` propagates; finished cells are kept."""
+    from dataclasses import replace
+
+    out_dir = Path(spec.output_dir)
+    cells = expand_grid(spec)
+    outcome = LeaderboardOutcome(spec)
+    records: Dict[str, Dict[str, Any]] = {}
+    stop = False
+    with _Progress(progress, len(cells)) as bar:
+        for cell in cells:
+            cached = _load_cell(cell)
+            if cached is not None:
+                records[cell.hash] = cached
+                outcome.cached.append(cell.key)
+                bar.start_cell(cell)
+                bar.end_cell(cell, "reused")
+                continue
+            if stop or only_report or run_cell is None:
+                outcome.not_run.append(cell.key)
+                outcome.not_run_reason = "fail-fast" if stop else "report only"
+                bar.start_cell(cell)
+                bar.end_cell(cell, "not run")
+                continue
+            cell = replace(cell, on_step=bar.start_cell(cell))
+            cell.artifact_dir.mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            status = "interrupted"
+            try:
+                result = run_cell(cell)
+                rec = _make_record(cell, result, time.perf_counter() - t0)
+                atomic_write_json(cell.path, rec)
+            except Exception as e:  # noqa: BLE001 - one bad cell must not lose the others
+                fail = CellFailure(cell.key, f"{type(e).__name__}: {e}".splitlines()[0],
+                                   traceback.format_exc())
+                outcome.failures.append(fail)
+                status = f"FAILED: {fail.error}"
+                if not bar._lines:
+                    bar.log(f"FAILED {cell.key}: {fail.error}")
+                if fail_fast:
+                    stop = True
+            else:
+                records[cell.hash] = rec
+                outcome.ran.append(cell.key)
+                status = f"done in {time.perf_counter() - t0:.1f}s"
+            finally:
+                with contextlib.suppress(OSError):
+                    cell.artifact_dir.rmdir()  # only succeeds when run_cell left it empty
+                bar.end_cell(cell, status)
+
+    results = collect_results(spec, records, cells)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outcome.results_path = atomic_write_json(out_dir / "results.json", results)
+    if "benchmarks" in results:
+        for b in results["benchmarks"]:
+            atomic_write_json(out_dir / b["benchmark"] / "results.json", b)
+    atomic_write_json(out_dir / "spec.resolved.json", to_jsonable(spec))
+
+    failures_path = out_dir / "failures.json"
+    if only_report:
+        pass  # nothing ran: keep the tracebacks of the last real run
+    elif outcome.failures or outcome.not_run:
+        atomic_write_json(failures_path, {"failed": [f.to_json() for f in outcome.failures],
+                                          "not_run": outcome.not_run})
+    elif failures_path.exists():
+        failures_path.unlink()
+
+    if reports:
+        outcome.reports = _write_reports(spec, results, cells, records, outcome)
+    return outcome
+
+
+def _write_reports(spec, results, cells, records, outcome) -> Dict[str, Path]:
+    from atwu_plugin.leaderboard.report import write_reports
+
+    # heatmap source per (benchmark, method): the lowest finished seed that wrote token weights
+    token_weights: Dict[str, Dict[str, Path]] = {}
+    for c in sorted(cells, key=lambda c: c.seed):
+        if c.hash in records and c.token_weights_path.is_file():
+            token_weights.setdefault(c.benchmark, {}).setdefault(c.method, c.token_weights_path)
+    try:
+        return write_reports(results, spec.output_dir, metrics=spec.metrics, token_weights=token_weights,
+                             title=f"Leaderboard: {spec.name}")
+    except Exception as e:  # noqa: BLE001 - results.json is written; say what went wrong
+        outcome.report_error = f"{type(e).__name__}: {e}".splitlines()[0]
+        return {}
+
+
+def remove_stale_cells(spec: LeaderboardSpec) -> List[Path]:
+    """Delete cell files (and artifact dirs) under ``output_dir/cells`` that belong to no cell
+    of the current grid; returns what was removed."""
+    keep = {c.path for c in expand_grid(spec)}
+    keep_dirs = {c.artifact_dir for c in expand_grid(spec)}
+    removed = []
+    root = Path(spec.output_dir) / "cells"
+    if not root.is_dir():
+        return removed
+    for p in sorted(root.glob("*/*/seed*")):
+        if p in keep or p in keep_dirs:
+            continue
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            os.unlink(p)
+        removed.append(p)
+    return removed

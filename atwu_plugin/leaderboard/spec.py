@@ -1,0 +1,415 @@
+"""Leaderboard specification (``SPEC.yaml``): schema, loading and validation.
+
+Example::
+
+    name: demo-v1
+    output_dir: outputs/leaderboards/demo-v1   # relative paths: relative to this file's folder
+    host: lite                                  # lite | openunlearning (default: lite)
+    benchmarks:
+      - name: synthetic                         # every other key is a benchmark option,
+        model: tiny-llama                       # passed to the cell runner as is
+        forget_split: forget10
+    methods:
+      - name: GradDiff                          # unique; used in paths and tables
+        trainer: GradDiff                       # trainer config name (configs/trainer/<name>.yaml)
+      - name: ATWU
+        trainer: ATWU
+        overrides: {trainer.args.learning_rate: 1.0e-5, trainer.method_args.scorer_lr: 1e-3}
+    seeds: [0, 1, 2]
+    metrics:                                    # columns of the tables, in this order
+      - {name: forget_quality, direction: higher}
+      - model_utility                           # known metrics need no direction
+      - {name: my_metric, direction: lower, label: "My metric"}
+
+``metrics`` may also be a mapping ``{metric: higher|lower}``; when omitted, all of
+:data:`KNOWN_METRICS` are shown.
+
+Validation reports every problem, one line each, as
+``<file>: <field>: got <value>; expected <what>``. Unknown keys are errors (typos must not
+silently change what runs), except inside a benchmark entry, whose keys other than ``name``
+are free-form options for the cell runner.
+
+YAML note: PyYAML implements YAML 1.1, where ``1e-5`` is a *string*; this loader also reads
+YAML 1.2 floats (``1e-5``, ``.5e3``) as floats, so learning rates are numbers in the resolved
+config (and its hash) however they are written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Tuple
+
+import yaml
+
+__all__ = [
+    "SpecError",
+    "BenchmarkSpec",
+    "MethodSpec",
+    "MetricSpec",
+    "LeaderboardSpec",
+    "KNOWN_METRICS",
+    "HOSTS",
+    "load_spec",
+    "parse_spec",
+]
+
+# metric -> direction ("higher" or "lower" is better); the default table columns
+KNOWN_METRICS: Dict[str, str] = {
+    "forget_quality": "higher",  # KS-test p-value vs the retain model (TOFU); 1 = indistinguishable
+    "model_utility": "higher",
+    "forget_rouge": "lower",
+    "retain_rouge": "higher",
+    "forget_prob": "lower",
+    "forget_specific_prob": "lower",
+    "forget_generic_prob": "higher",
+    "holdout_prob": "higher",
+    "kl_to_retain": "lower",
+    "span_auroc": "higher",  # null for methods without token weights
+}
+DIRECTIONS = ("higher", "lower")
+HOSTS = ("lite", "openunlearning")
+DEFAULT_HOST = "lite"
+
+TOP_KEYS = ("name", "output_dir", "benchmarks", "methods", "seeds", "metrics", "host", "description")
+METHOD_KEYS = ("name", "trainer", "overrides", "description")
+METRIC_KEYS = ("name", "direction", "label")
+
+# names become path components and table labels
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+# Hydra-style dotted keys, optionally prefixed with + / ++ / ~
+_OVERRIDE_KEY_RE = re.compile(r"^(\+\+|\+|~)?[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]+)*$")
+
+
+class SpecError(ValueError):
+    """Invalid leaderboard spec; ``errors`` holds one line per problem."""
+
+    def __init__(self, errors: List[str]):
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    name: str
+    options: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    trainer: str
+    overrides: Dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    direction: str  # "higher" | "lower"
+    label: str = ""
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.direction == "higher"
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+@dataclass(frozen=True)
+class LeaderboardSpec:
+    name: str
+    output_dir: Path
+    benchmarks: Tuple[BenchmarkSpec, ...]
+    methods: Tuple[MethodSpec, ...]
+    seeds: Tuple[int, ...]
+    metrics: Tuple[MetricSpec, ...]
+    host: str = DEFAULT_HOST
+    description: str = ""
+    source: str = "<spec>"
+
+    def with_output_dir(self, output_dir) -> "LeaderboardSpec":
+        from dataclasses import replace
+
+        return replace(self, output_dir=Path(output_dir))
+
+
+# ----------------------------------------------------------------------------- YAML loading
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader + YAML 1.2 floats (``1e-5`` is a float, not a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def load_spec(path, output_dir=None) -> LeaderboardSpec:
+    """Read and validate ``path``. A relative ``output_dir`` in the file is resolved against
+    the file's folder (so resuming does not depend on the working directory); the
+    ``output_dir`` argument, if given, replaces it (relative to the working directory)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise SpecError([f"{path}: cannot read spec: {e.strerror or e}"]) from None
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError([f"{path}: invalid YAML{where}: {problem}"]) from None
+    spec = parse_spec(data, source=str(path), base_dir=path.parent)
+    if output_dir is not None:
+        spec = spec.with_output_dir(Path(output_dir).absolute())
+    return spec
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _json_ok(value: Any) -> bool:
+    """True if ``value`` is plain, finite JSON data (what the config hash can represent)."""
+    if value is None or isinstance(value, (bool, str, int)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_json_ok(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _json_ok(v) for k, v in value.items())
+    return False
+
+
+def parse_spec(data: Any, source: str = "<spec>", base_dir=None) -> LeaderboardSpec:
+    """Validate a spec already parsed into Python objects (``source`` names it in errors)."""
+    errors: List[str] = []
+
+    def err(fld: str, value: Any, expected: str) -> None:
+        errors.append(f"{source}: {fld}: got {_short(value)}; expected {expected}")
+
+    if not isinstance(data, Mapping):
+        raise SpecError([f"{source}: top level: got {_short(data)}; expected a mapping with keys "
+                         f"{', '.join(TOP_KEYS)}"])
+
+    for key in data:
+        if key not in TOP_KEYS:
+            err(f"unknown key {key!r}", data[key], f"one of {', '.join(TOP_KEYS)}")
+
+    # name
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip():
+        err("name", name, "a non-empty string")
+        name = ""
+
+    # output_dir
+    out = data.get("output_dir")
+    if not isinstance(out, str) or not out.strip():
+        err("output_dir", out, "a non-empty path string")
+        output_dir = Path(".")
+    else:
+        output_dir = Path(out).expanduser()
+        if not output_dir.is_absolute():
+            output_dir = (Path(base_dir) if base_dir is not None else Path.cwd()) / output_dir
+        output_dir = output_dir.absolute()
+
+    # host
+    host = data.get("host", DEFAULT_HOST)
+    if host not in HOSTS:
+        err("host", host, " or ".join(HOSTS))
+        host = DEFAULT_HOST
+
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        err("description", description, "a string")
+        description = ""
+
+    # benchmarks
+    benchmarks: List[BenchmarkSpec] = []
+    raw = data.get("benchmarks")
+    if not isinstance(raw, list) or not raw:
+        err("benchmarks", raw, "a non-empty list of {name: ..., <options>}")
+    else:
+        seen: Dict[str, int] = {}
+        for i, b in enumerate(raw):
+            if isinstance(b, str):  # shorthand: "- synthetic"
+                b = {"name": b}
+            if not isinstance(b, Mapping):
+                err(f"benchmarks[{i}]", b, "a mapping with a 'name' key")
+                continue
+            bname = b.get("name")
+            if not isinstance(bname, str) or not _NAME_RE.match(bname):
+                err(f"benchmarks[{i}].name", bname, "a name of letters, digits, '.', '_', '+', '-'")
+                continue
+            if bname in seen:
+                err(f"benchmarks[{i}].name", bname, f"a unique name (also benchmarks[{seen[bname]}])")
+                continue
+            seen[bname] = i
+            options = {k: v for k, v in b.items() if k != "name"}
+            bad = [k for k, v in options.items() if not isinstance(k, str) or not _json_ok(v)]
+            for k in bad:
+                err(f"benchmarks[{i}].{k}", options[k], "plain finite JSON-like data (str, number, bool, "
+                    "null, list, mapping with string keys)")
+            if not bad:
+                benchmarks.append(BenchmarkSpec(bname, dict(options)))
+
+    # methods
+    methods: List[MethodSpec] = []
+    raw = data.get("methods")
+    if not isinstance(raw, list) or not raw:
+        err("methods", raw, "a non-empty list of {name, trainer, overrides}")
+    else:
+        seen = {}
+        for i, m in enumerate(raw):
+            if not isinstance(m, Mapping):
+                err(f"methods[{i}]", m, "a mapping with keys name, trainer[, overrides]")
+                continue
+            ok = True
+            for key in m:
+                if key not in METHOD_KEYS:
+                    err(f"methods[{i}]: unknown key {key!r}", m[key], f"one of {', '.join(METHOD_KEYS)}")
+                    ok = False
+            mname = m.get("name")
+            if not isinstance(mname, str) or not _NAME_RE.match(mname):
+                err(f"methods[{i}].name", mname, "a name of letters, digits, '.', '_', '+', '-'")
+                ok = False
+            elif mname in seen:
+                err(f"methods[{i}].name", mname, f"a unique method name (also methods[{seen[mname]}])")
+                ok = False
+            else:
+                seen[mname] = i
+            trainer = m.get("trainer")
+            if not isinstance(trainer, str) or not trainer.strip():
+                err(f"methods[{i}].trainer", trainer, "a trainer config name, e.g. 'GradDiff'")
+                ok = False
+            overrides = m.get("overrides") or {}
+            if not isinstance(overrides, Mapping):
+                err(f"methods[{i}].overrides", overrides, "a mapping {dotted.key: value}")
+                ok = False
+                overrides = {}
+            for k, v in overrides.items():
+                if not isinstance(k, str) or not _OVERRIDE_KEY_RE.match(k):
+                    err(f"methods[{i}].overrides", k, "dotted keys like trainer.args.learning_rate")
+                    ok = False
+                elif not _json_ok(v):
+                    err(f"methods[{i}].overrides.{k}", v, "plain finite JSON-like data")
+                    ok = False
+            mdesc = m.get("description", "")
+            if not isinstance(mdesc, str):
+                err(f"methods[{i}].description", mdesc, "a string")
+                ok = False
+            if ok:
+                methods.append(MethodSpec(mname, trainer, dict(overrides), mdesc))
+
+    # seeds
+    seeds: List[int] = []
+    raw = data.get("seeds")
+    if not isinstance(raw, list) or not raw:
+        err("seeds", raw, "a non-empty list of integers, e.g. [0, 1, 2]")
+    else:
+        for i, s in enumerate(raw):
+            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+                err(f"seeds[{i}]", s, "a non-negative integer")
+            elif s in seeds:
+                err(f"seeds[{i}]", s, "unique seeds")
+            else:
+                seeds.append(s)
+
+    # metrics
+    metrics: List[MetricSpec] = []
+    raw = data.get("metrics")
+    if raw is None:
+        metrics = [MetricSpec(k, d) for k, d in KNOWN_METRICS.items()]
+    else:
+        if isinstance(raw, Mapping):
+            entries = [({"name": k, "direction": v}, f"metrics.{k}") for k, v in raw.items()]
+        elif isinstance(raw, list):
+            entries = [(e, f"metrics[{i}]") for i, e in enumerate(raw)]
+        else:
+            entries = []
+        if not entries:
+            err("metrics", raw, "a non-empty list of {name, direction: higher|lower} or a mapping "
+                "{metric: higher|lower} (or omit it for the default metrics)")
+        seen_m = set()
+        for e, where in entries:
+            if isinstance(e, str):
+                e = {"name": e}
+            if not isinstance(e, Mapping):
+                err(where, e, "a metric name or {name, direction: higher|lower}")
+                continue
+            unknown = [k for k in e if k not in METRIC_KEYS]
+            for k in unknown:
+                err(f"{where}: unknown key {k!r}", e[k], f"one of {', '.join(METRIC_KEYS)}")
+            mn = e.get("name")
+            if not isinstance(mn, str) or not mn:
+                err(f"{where}.name", mn, "a metric name")
+                continue
+            direction = e.get("direction", KNOWN_METRICS.get(mn))
+            if direction not in DIRECTIONS:
+                expected = "'higher' or 'lower'"
+                if "direction" not in e:
+                    expected += f" (required: {mn!r} is not a known metric)"
+                err(f"{where}.direction", e.get("direction"), expected)
+                continue
+            label = e.get("label", "")
+            if not isinstance(label, str):
+                err(f"{where}.label", label, "a string")
+                continue
+            if mn in seen_m:
+                err(f"{where}.name", mn, "each metric once")
+                continue
+            seen_m.add(mn)
+            if not unknown:
+                metrics.append(MetricSpec(mn, direction, label))
+
+    if errors:
+        raise SpecError(errors)
+    return LeaderboardSpec(
+        name=name,
+        output_dir=output_dir,
+        benchmarks=tuple(benchmarks),
+        methods=tuple(methods),
+        seeds=tuple(seeds),
+        metrics=tuple(metrics),
+        host=host,
+        description=description,
+        source=source,
+    )
+
+
+def spec_summary(spec: LeaderboardSpec) -> str:
+    n = len(spec.benchmarks) * len(spec.methods) * len(spec.seeds)
+    return (f"{spec.name}: {len(spec.benchmarks)} benchmark(s) x {len(spec.methods)} method(s) x "
+            f"{len(spec.seeds)} seed(s) = {n} cells -> {spec.output_dir}")
+
+
+def to_jsonable(spec: LeaderboardSpec) -> Dict[str, Any]:
+    """The spec as plain data (written next to the results for provenance)."""
+    return json.loads(json.dumps({
+        "name": spec.name,
+        "host": spec.host,
+        "benchmarks": [{"name": b.name, **b.options} for b in spec.benchmarks],
+        "methods": [{"name": m.name, "trainer": m.trainer, "overrides": m.overrides} for m in spec.methods],
+        "seeds": list(spec.seeds),
+        "metrics": [{"name": m.name, "direction": m.direction, **({"label": m.label} if m.label else {})}
+                    for m in spec.metrics],
+    }))

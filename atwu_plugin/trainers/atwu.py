@@ -1,0 +1,123 @@
+"""``ATWU``: Alternating Token-Weighted Unlearning (ATWU.md).
+
+    LM step:  min_theta  sum_t w_t l_t(theta) / sum_t w_t  +  alpha * L_r(theta)
+    weights:  w_t = scorer(f_t), f_t = frozen initial-model features; the scorer takes its own
+              Adam step(s) on the retain conflict of this step's forget tokens first
+              (``atwu_plugin.weighting.atwu.ATWUWeighting``: all the algorithm lives there).
+
+This file is glue: it feeds the live forward passes to the weighting state, runs the
+one-off setup with the initial model, and saves/restores the scorer, banks and caches with
+every checkpoint (safetensors + JSON, no pickle).
+"""
+
+import os
+from dataclasses import fields
+
+import torch
+
+from atwu_plugin.losses.tokens import answer_mask, token_logprobs
+from atwu_plugin.trainers.base import model_inputs
+from atwu_plugin.trainers.config import plain
+from atwu_plugin.trainers.token_weighted import TokenWeightedUnlearn
+from atwu_plugin.utils.safe_state import load_state, save_state
+from atwu_plugin.weighting.atwu import ATWUConfig, ATWUWeighting
+
+STATE_PREFIX = "atwu_state"
+
+
+class ATWU(TokenWeightedUnlearn):
+    def __init__(self, *args, forget_loss=None, normalizer: str = "weight_sum", **kwargs):
+        atwu_keys = {f.name for f in fields(ATWUConfig)}
+        atwu_args = {k: plain(kwargs.pop(k)) for k in list(kwargs) if k in atwu_keys}
+        self.atwu_cfg = ATWUConfig.from_dict(atwu_args)
+        kwargs.pop("weighter", None)  # ATWU computes its own weights
+        super().__init__(
+            *args,
+            forget_loss=forget_loss or {"name": "npo_token", "beta": 1.0},
+            weighter="uniform",
+            normalizer=normalizer,
+            **kwargs,
+        )
+        self.atwu = None
+        self._pending_state = None
+
+    def _needs_ref_model(self) -> bool:
+        # Reference log-probs of the forget set are cached at setup: only a KL retain loss
+        # needs a live reference model.
+        return self.retain_loss_fn.needs_ref
+
+    def weights_are_learned_or_heuristic(self) -> bool:
+        return True
+
+    def _setup_weighter(self, model):  # the uniform placeholder needs nothing
+        self._weighter_ready = True
+
+    # ---- setup -----------------------------------------------------------------------------
+    def _loader(self, dataset, limit=None):
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=self.args.per_device_eval_batch_size, shuffle=False, collate_fn=self.data_collator
+        )
+        for i, batch in enumerate(loader):
+            if limit is not None and i >= limit:
+                return
+            yield self._prepare_inputs(batch)
+
+    def _setup_atwu(self, model):
+        cfg = model.config
+        self.atwu = ATWUWeighting(self.atwu_cfg, cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers + 1)
+        if self._pending_state is not None:  # resuming: the saved state replaces the setup
+            self.atwu.load_state_dict(self._pending_state)
+            self._pending_state = None
+            return
+        was_training = model.training
+        model.eval()
+
+        def forward(batch):
+            out = model(**{k: v for k, v in model_inputs(batch).items() if k != "labels"}, output_hidden_states=True)
+            return out.logits, out.hidden_states
+
+        self.atwu.setup(
+            self._loader(self.train_dataset.retain),
+            self._loader(self.train_dataset.forget),
+            forward,
+            self._output_embedding(model),
+        )
+        model.train(was_training)
+
+    @staticmethod
+    def _output_embedding(model):
+        return model.get_output_embeddings().weight.detach()
+
+    # ---- loss ------------------------------------------------------------------------------
+    def unlearning_loss(self, model, inputs):
+        if self.atwu is None:
+            with torch.no_grad():
+                self._setup_atwu(model)
+        forget, retain = inputs["forget"], inputs["retain"]
+        labels = forget["labels"]
+        out = model(**{k: v for k, v in model_inputs(forget).items() if k != "labels"}, output_hidden_states=True)
+        weights, ref_logp = self.atwu.step(forget, out.logits, out.hidden_states, self._output_embedding(model))
+        logp = token_logprobs(out.logits, labels)
+        loss = self.gamma * self.forget_loss_fn(logp, answer_mask(labels), weights, ref_logp=ref_logp)
+        if self.alpha != 0.0:
+            want_h = self.atwu_cfg.bank_refresh_every > 0
+            r_out = model(**{k: v for k, v in model_inputs(retain).items() if k != "labels"}, output_hidden_states=want_h)
+            if want_h:
+                self.atwu.observe_retain(r_out.logits.detach(), r_out.hidden_states[-1].detach(), retain["labels"])
+            loss = loss + self.alpha * self.retain_loss_from_logits(r_out.logits, retain)
+        self._remember_weights(forget, weights)
+        return loss, out
+
+    # ---- checkpoints -----------------------------------------------------------------------
+    def _save_checkpoint(self, model, trial, *args, **kwargs):
+        super()._save_checkpoint(model, trial, *args, **kwargs)
+        if self.atwu is not None and self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            save_state(os.path.join(folder, STATE_PREFIX), self.atwu.state_dict())
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, *args, **kwargs):
+        super()._load_from_checkpoint(resume_from_checkpoint, *args, **kwargs)
+        prefix = os.path.join(resume_from_checkpoint, STATE_PREFIX)
+        if not os.path.exists(prefix + ".json"):
+            raise FileNotFoundError(f"{resume_from_checkpoint}: no ATWU state ({STATE_PREFIX}.json); cannot resume ATWU exactly")
+        self._pending_state = load_state(prefix)

@@ -1,0 +1,76 @@
+"""The host-independent base of every plugin trainer.
+
+Plugin trainers subclass ``PluginUnlearnTrainer`` (a ``transformers.Trainer``). The lite host
+uses them as they are; the OpenUnlearning host rebases them on OU's ``UnlearnTrainer``
+(``atwu_plugin.hosts.openunlearning.rebase_on_openunlearning``) so OU's evaluators,
+DeepSpeed preparation and prediction step apply unchanged.
+"""
+
+import copy
+import inspect
+from typing import Optional
+
+import torch
+from transformers import Trainer
+
+_TRAINER_INIT_PARAMS = set(inspect.signature(Trainer.__init__).parameters)
+
+
+def _adapt_tokenizer_kwarg(kwargs: dict) -> dict:
+    """transformers >= 4.46 renamed ``tokenizer`` to ``processing_class`` (5.x drops the
+    old name). OU d3d7cf9 passes ``tokenizer=``, OU's newer line ``processing_class=``:
+    accept either and hand the Trainer the one its version knows."""
+    kwargs = dict(kwargs)
+    if "tokenizer" in kwargs and "tokenizer" not in _TRAINER_INIT_PARAMS:
+        kwargs["processing_class"] = kwargs.pop("tokenizer")
+    if "processing_class" in kwargs and "processing_class" not in _TRAINER_INIT_PARAMS:
+        kwargs["tokenizer"] = kwargs.pop("processing_class")
+    return kwargs
+
+
+class PluginUnlearnTrainer(Trainer):
+    """Base class: OU's constructor contract (``evaluators``, ``template_args``, method
+    args as keyword arguments) and OU's batch layout ``{"forget": ..., "retain": ...}``."""
+
+    # True when rebased on OU's trainer, whose __init__ takes evaluators/template_args itself.
+    _passes_eval_kwargs = False
+
+    def __init__(self, *args, evaluators=None, template_args=None, **kwargs):
+        self.evaluators = evaluators
+        self.template_args = template_args
+        kwargs = _adapt_tokenizer_kwarg(kwargs)
+        if self._passes_eval_kwargs:
+            super().__init__(*args, evaluators=evaluators, template_args=template_args, **kwargs)
+        else:
+            super().__init__(*args, **kwargs)
+
+    @property
+    def host_tokenizer(self):
+        """The tokenizer under whichever attribute this transformers version uses."""
+        return getattr(self, "processing_class", None) or getattr(self, "tokenizer", None)
+
+    def frozen_copy(self, model: Optional[torch.nn.Module] = None) -> torch.nn.Module:
+        """A frozen copy of the (initial) model, prepared for this run's distribution setup."""
+        ref = copy.deepcopy(model if model is not None else self.model)
+        ref.eval()
+        ref.requires_grad_(False)
+        if getattr(self, "is_deepspeed_enabled", False) and hasattr(self, "_prepare_deepspeed"):
+            return self._prepare_deepspeed(ref)  # OU's ZeRO-aware preparation
+        return self.accelerator.prepare_model(ref, evaluation_mode=True)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None, **kwargs):
+        loss, outputs = self.unlearning_loss(model, inputs)
+        return (loss, outputs) if return_outputs else loss
+
+    # OU's newer line discussed a split into ``compute_unlearn_loss``; serve it too.
+    def compute_unlearn_loss(self, model, inputs, return_outputs=False, **kwargs):
+        return self.compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
+
+    def unlearning_loss(self, model, inputs):
+        """Return ``(loss, forget_outputs)``; implemented by each method."""
+        raise NotImplementedError
+
+
+def model_inputs(batch: dict) -> dict:
+    """The keys a causal LM's forward takes (batches also carry index/token_kind)."""
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "labels") if k in batch}

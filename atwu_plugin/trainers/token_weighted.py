@@ -1,0 +1,182 @@
+"""``TokenWeightedUnlearn``: one forget loss x one token weighter + one retain loss.
+
+    loss = gamma * forget_loss(log p, w; normalizer) + alpha * retain_loss
+
+Every sample-level method and token-weighting baseline of this package is this trainer
+with a config (``configs/trainer/TW_*.yaml``): GA = (ga, uniform, alpha=0), GradDiff =
+(ga, uniform, nll), NPO = (npo, uniform, nll), WGA = (ga, wga, nll), ...
+"""
+
+import inspect
+from typing import Optional
+
+import torch
+
+from atwu_plugin.losses.forget import FORGET_LOSSES
+from atwu_plugin.losses.retain import RETAIN_LOSSES
+from atwu_plugin.losses.tokens import answer_mask, token_logprobs
+from atwu_plugin.trainers.base import PluginUnlearnTrainer, model_inputs
+from atwu_plugin.trainers.config import plain, spec_name
+from atwu_plugin.trainers.token_log import TokenWeightLogger
+from atwu_plugin.weighting import WeighterSetup, WeightingInputs, build_weighter
+
+
+class TokenWeightedUnlearn(PluginUnlearnTrainer):
+    def __init__(
+        self,
+        *args,
+        forget_loss="ga",
+        weighter="uniform",
+        retain_loss="nll",
+        normalizer: str = "batch_tokens",
+        gamma: float = 1.0,
+        alpha: float = 1.0,
+        aux_model_path: Optional[str] = None,
+        token_log: Optional[dict] = None,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        name, fl_kwargs = spec_name(forget_loss, "forget_loss")
+        if "normalizer" in inspect.signature(FORGET_LOSSES.get(name).__init__).parameters:
+            fl_kwargs = {"normalizer": normalizer, **fl_kwargs}  # sequence-level losses have none
+        self.forget_loss_fn = FORGET_LOSSES.build(name, **fl_kwargs)
+        name, w_kwargs = spec_name(weighter, "weighter")
+        self.weighter = build_weighter(name, **self._with_tokenizer_ids(name, w_kwargs))
+        name, rl_kwargs = spec_name(retain_loss, "retain_loss")
+        self.retain_loss_fn = RETAIN_LOSSES.build(name, **rl_kwargs)
+        self.gamma, self.alpha = float(gamma), float(alpha)
+        self.ref_model = self.frozen_copy() if self._needs_ref_model() else None
+        self.aux_model = self._load_aux_model(aux_model_path) if "aux_logits" in self.weighter.needs else None
+        self._weighter_ready = False
+        self.latest_token_weights = None
+        self._span_weights, self._span_kinds = [], []
+        self.token_logger = None
+        if token_log:
+            self.token_logger = TokenWeightLogger(self, **plain(token_log))
+            self.add_callback(self.token_logger)
+
+    # ---- setup -------------------------------------------------------------------------
+    def _needs_ref_model(self) -> bool:
+        return self.forget_loss_fn.needs_ref or self.retain_loss_fn.needs_ref or "ref_logits" in self.weighter.needs
+
+    def _with_tokenizer_ids(self, name: str, kwargs: dict) -> dict:
+        """Weighters that replace tokens (masking-based importance) need an id the tokenizer
+        reserves; default to the unk (else pad) id unless the config names one."""
+        from atwu_plugin.weighting import WEIGHTERS
+
+        params = inspect.signature(WEIGHTERS.get(name).__init__).parameters
+        tok = self.host_tokenizer
+        if "mask_token_id" in params and kwargs.get("mask_token_id") is None and tok is not None:
+            kwargs = {**kwargs, "mask_token_id": tok.unk_token_id if tok.unk_token_id is not None else tok.pad_token_id}
+        return kwargs
+
+    def _load_aux_model(self, path):
+        if not path:
+            raise ValueError(
+                f"weighter {type(self.weighter).__name__} needs method_args.aux_model_path: a model that never saw the forget set"
+            )
+        from atwu_plugin.zoo.loading import load_causal_lm
+
+        aux = load_causal_lm(path)
+        return self.frozen_copy(aux)
+
+    def _setup_weighter(self, model):
+        retain = getattr(self.train_dataset, "retain", None)
+        batches = None
+        if retain is not None:
+            loader = torch.utils.data.DataLoader(retain, batch_size=self.args.per_device_train_batch_size, collate_fn=self.data_collator)
+            batches = (self._prepare_inputs(b) for b in loader)
+
+        @torch.no_grad()
+        def initial_features(input_ids, attention_mask):
+            net = self.ref_model if self.ref_model is not None else model
+            out = net(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+            return out.logits, out.hidden_states[-1]
+
+        self.weighter.setup(WeighterSetup(vocab_size=model.config.vocab_size, retain_batches=batches, model=initial_features))
+        self._weighter_ready = True
+
+    # ---- loss --------------------------------------------------------------------------
+    def token_weights(self, model, forget: dict, outputs) -> torch.Tensor:
+        needs = self.weighter.needs
+        extra = {}
+        if "ref_logits" in needs:
+            extra["ref_logits"] = self._forward_frozen(self.ref_model, forget)
+        if "aux_logits" in needs:
+            extra["aux_logits"] = self._forward_frozen(self.aux_model, forget)
+        if "hidden_states" in needs:
+            extra["hidden_states"] = outputs.hidden_states[-1].detach()
+        if "model" in needs:
+            extra["model"] = lambda ids, am: model(input_ids=ids, attention_mask=am).logits
+        return self.weighter(
+            WeightingInputs(
+                input_ids=forget["input_ids"],
+                labels=forget["labels"],
+                logits=outputs.logits.detach(),
+                attention_mask=forget.get("attention_mask"),
+                token_kind=forget.get("token_kind"),
+                index=forget.get("index"),
+                step=self.state.global_step,
+                **extra,
+            )
+        )
+
+    @staticmethod
+    @torch.no_grad()
+    def _forward_frozen(net, batch):
+        return net(**{k: v for k, v in model_inputs(batch).items() if k != "labels"}).logits
+
+    def unlearning_loss(self, model, inputs):
+        if not self._weighter_ready:
+            self._setup_weighter(model)
+        forget = inputs["forget"]
+        labels = forget["labels"]
+        outputs = model(
+            **{k: v for k, v in model_inputs(forget).items() if k != "labels"},
+            output_hidden_states="hidden_states" in self.weighter.needs,
+        )
+        logp = token_logprobs(outputs.logits, labels)
+        ref_logp = None
+        if self.forget_loss_fn.needs_ref:
+            ref_logp = token_logprobs(self._forward_frozen(self.ref_model, forget), labels)
+        weights = self.token_weights(model, forget, outputs)
+        forget_loss = self.forget_loss_fn(logp, answer_mask(labels), weights, ref_logp=ref_logp)
+        loss = self.gamma * forget_loss
+        if self.alpha != 0.0:
+            loss = loss + self.alpha * self.retain_loss(model, inputs["retain"])
+        self._remember_weights(forget, weights)
+        return loss, outputs
+
+    def span_metrics(self) -> dict:
+        """Span alignment (AUROC/AP/precision@k vs ground-truth kinds) of every weight this
+        run used; ``{}`` for the uniform weighter or without labels."""
+        from atwu_plugin.evals.span_alignment import span_alignment
+
+        if not self._span_weights or not self.weights_are_learned_or_heuristic():
+            return {}
+        return span_alignment(torch.cat(self._span_weights), torch.cat(self._span_kinds))
+
+    def retain_loss(self, model, retain: dict) -> torch.Tensor:
+        out = model(**{k: v for k, v in model_inputs(retain).items() if k != "labels"})
+        return self.retain_loss_from_logits(out.logits, retain)
+
+    def retain_loss_from_logits(self, logits: torch.Tensor, retain: dict) -> torch.Tensor:
+        ref_logits = self._forward_frozen(self.ref_model, retain) if self.retain_loss_fn.needs_ref else None
+        return self.retain_loss_fn(logits, retain["labels"], ref_logits=ref_logits)
+
+    def weights_are_learned_or_heuristic(self) -> bool:
+        """False for the uniform weighter (sample-level methods have no token ranking)."""
+        from atwu_plugin.weighting.uniform import UniformWeighter
+
+        return not isinstance(self.weighter, UniformWeighter)
+
+    def _remember_weights(self, forget: dict, weights: torch.Tensor):
+        kinds = forget.get("token_kind")
+        if kinds is not None:  # cheap: only the answer tokens of this step, on CPU
+            mask = answer_mask(forget["labels"])
+            self._span_weights.append(weights[mask].detach().float().cpu())
+            self._span_kinds.append(kinds[mask].detach().cpu())
+        if self.token_logger is not None and self.token_logger.wants(self.state.global_step + 1):
+            keep = ("input_ids", "labels", "token_kind", "index")
+            self.latest_token_weights = {k: forget[k].detach().cpu() for k in keep if k in forget}
+            self.latest_token_weights["weights"] = weights.detach().cpu()

@@ -1,0 +1,1 @@
+"""Small pure-Python helpers shared across the package (no torch)."""

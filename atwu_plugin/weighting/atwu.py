@@ -1,0 +1,252 @@
+"""ATWU token weights: retain conflict -> scorer -> weights, alternating with the LM (pure torch).
+
+One training step (ATWU.md, "Scorer and the alternation"), given the live forward passes the
+trainer runs anyway:
+  1. the retain batch's output-layer features stream into a *filling* retain bank; every
+     ``bank_refresh_every`` steps it replaces the *active* bank (no extra forward pass);
+  2. the forget batch's live features (h_t, sketch(e_t)) on a sampled subset of tokens give
+     c_t = aggregate_s cos(g_t, g_s) against the active bank;
+  3. ``scorer_steps`` Adam steps on phi minimise  mean_t w_t zscore(c_t) + lam (mean w - rho)^2
+     + wd |phi|^2  with  w_t = sigmoid(phi . f_t + b)  on features of the frozen initial model;
+  4. the LM step uses the detached weights of *all* forget tokens.
+Setup (once, with the initial model): fill the bank from the retain set, cache the forget
+set's frozen features and reference log-probs (token-level NPO then needs no reference
+forward per step), and pre-fit the scorer on the initial conflicts.
+"""
+
+from dataclasses import asdict, dataclass, fields
+from typing import Callable, Iterable, Optional
+
+import torch
+
+from atwu_plugin.losses.tokens import answer_mask, token_logprobs
+from atwu_plugin.weighting.conflict import retain_conflict
+from atwu_plugin.weighting.conflict_ablations import mean_gradient_alignment
+from atwu_plugin.weighting.output_grad import ExactE, RandomProjectionSketch, TopKSketch, output_grad_features
+from atwu_plugin.weighting.retain_bank import RetainFeatureBank
+from atwu_plugin.weighting.scorer import (
+    ForgetFeatureCache,
+    build_scorer,
+    direct_weights,
+    scorer_features,
+    scorer_loss,
+)
+
+VARIANTS = ("linear_h", "linear_h_tok", "cross_layer", "mlp", "direct")
+CONFLICT_MODES = ("kernel", "token_bucket", "raw", "mean_gradient")
+
+
+@dataclass
+class ATWUConfig:
+    variant: str = "linear_h_tok"
+    features: str = "frozen"  # frozen (initial model, cached) | live (drifts while unlearning)
+    rho: float = 0.3  # expected fraction of forget-specific tokens
+    lam: float = 10.0
+    wd: float = 1e-4
+    scorer_lr: float = 1e-2
+    scorer_steps: int = 1  # Adam steps on phi per LM step
+    scorer_every: int = 1  # update the scorer every k LM steps
+    pretrain_steps: int = 200  # scorer fit on the initial conflicts before unlearning
+    mlp_hidden: int = 64
+    direct_a: float = 2.0
+    conflict_mode: str = "kernel"
+    aggregate: str = "max"
+    topk: int = 8
+    temperature: float = 0.05
+    sketch: str = "random_projection"  # random_projection | topk | exact
+    sketch_dim: int = 256
+    max_forget_tokens: int = 256  # conflict on a sampled subset per step (0 = all tokens)
+    bank_size: int = 8192
+    bank_refresh_every: int = 20  # 0 = keep the initial bank
+    seed: int = 0
+
+    def __post_init__(self):
+        def check(ok, field, expected):
+            if not ok:
+                raise ValueError(f"ATWU method_args.{field}={getattr(self, field)!r}: expected {expected}")
+
+        check(self.variant in VARIANTS, "variant", f"one of {VARIANTS}")
+        check(self.features in ("frozen", "live"), "features", "'frozen' or 'live'")
+        check(0 < self.rho < 1, "rho", "a number in (0, 1)")
+        check(self.lam >= 0, "lam", ">= 0")
+        check(self.wd >= 0, "wd", ">= 0")
+        check(self.scorer_lr > 0, "scorer_lr", "> 0")
+        check(self.scorer_steps >= 1, "scorer_steps", ">= 1")
+        check(self.scorer_every >= 1, "scorer_every", ">= 1")
+        check(self.pretrain_steps >= 0, "pretrain_steps", ">= 0")
+        check(self.conflict_mode in CONFLICT_MODES, "conflict_mode", f"one of {CONFLICT_MODES}")
+        check(self.aggregate in ("max", "topk_mean", "softmax"), "aggregate", "max, topk_mean or softmax")
+        check(self.sketch in ("random_projection", "topk", "exact"), "sketch", "random_projection, topk or exact")
+        check(self.sketch_dim >= 1, "sketch_dim", ">= 1")
+        check(self.max_forget_tokens >= 0, "max_forget_tokens", ">= 0")
+        check(self.bank_size >= 1, "bank_size", ">= 1")
+        check(self.bank_refresh_every >= 0, "bank_refresh_every", ">= 0")
+
+    @classmethod
+    def from_dict(cls, d: Optional[dict]) -> "ATWUConfig":
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"ATWU method_args: unknown keys {unknown}; expected some of {sorted(known)}")
+        return cls(**d)
+
+
+def make_sketch(cfg: ATWUConfig, vocab_size: int):
+    if cfg.sketch == "random_projection":
+        return RandomProjectionSketch(vocab_size, dim=cfg.sketch_dim, seed=cfg.seed)
+    if cfg.sketch == "topk":
+        return TopKSketch(k=cfg.sketch_dim)
+    return ExactE(vocab_size)
+
+
+def _row_index(labels: torch.Tensor) -> torch.Tensor:
+    """[B, T] -> row of each answer token in the row-major answer-token order (-1 elsewhere)."""
+    mask = answer_mask(labels)
+    return torch.where(mask, mask.flatten().cumsum(0).view_as(mask) - 1, torch.full_like(labels, -1))
+
+
+class ATWUWeighting:
+    """The ATWU state: retain banks, frozen-feature cache, scorer and its optimizer."""
+
+    def __init__(self, cfg: ATWUConfig, vocab_size: int, hidden_size: int, n_layers: int):
+        self.cfg = cfg
+        self.sketch = make_sketch(cfg, vocab_size)
+        self.bank = RetainFeatureBank(cfg.bank_size, self.sketch, seed=cfg.seed)
+        self.filling = RetainFeatureBank(cfg.bank_size, self.sketch, seed=cfg.seed + 1)
+        self.features = ForgetFeatureCache()
+        self.ref_logp = ForgetFeatureCache()
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.scorer = None
+        if cfg.variant != "direct":
+            self.scorer = build_scorer(cfg.variant, hidden_size, n_layers=n_layers, mlp_hidden=cfg.mlp_hidden)
+            self.optimizer = torch.optim.Adam(self.scorer.parameters(), lr=cfg.scorer_lr)
+        self.steps_seen = 0
+        self.last = {}  # diagnostics of the latest step
+
+    # ---- features ----------------------------------------------------------------------
+    def grad_features(self, logits, hidden, labels, max_tokens=None):
+        return output_grad_features(logits, hidden, labels, self.sketch, max_tokens=max_tokens, generator=self.gen)
+
+    def scorer_inputs(self, hidden_states, labels, output_embedding) -> torch.Tensor:
+        variant = "linear_h" if self.cfg.variant == "direct" else self.cfg.variant
+        return scorer_features(variant, hidden_states, labels, output_embedding)
+
+    def conflict(self, feats) -> torch.Tensor:
+        cfg = self.cfg
+        if cfg.conflict_mode == "mean_gradient":  # the ablation ATWU.md expects to fail
+            return mean_gradient_alignment(feats, self.bank, normalize=True)
+        return retain_conflict(
+            feats, self.bank, mode=cfg.conflict_mode, aggregate=cfg.aggregate, topk=cfg.topk, temperature=cfg.temperature
+        )
+
+    # ---- setup with the initial model ---------------------------------------------------
+    @torch.no_grad()
+    def setup(self, retain_batches: Iterable[dict], forget_batches: Iterable[dict], forward: Callable, output_embedding):
+        """``forward(batch) -> (logits, hidden_states_by_layer)`` of the *initial* model."""
+
+        def retain_feats(batch):
+            logits, hs = forward(batch)
+            return self.grad_features(logits, hs[-1], batch["labels"])
+
+        self.bank.refresh(retain_batches, retain_feats)
+        if len(self.bank) == 0:
+            raise ValueError("ATWU: the retain set has no answer tokens to build the conflict bank from")
+        all_f, all_c = [], []
+        for batch in forget_batches:
+            logits, hs = forward(batch)
+            labels = batch["labels"]
+            idx = batch["index"].tolist()
+            mask = answer_mask(labels)
+            logp = token_logprobs(logits, labels)
+            self.ref_logp.put_batch(idx, logp[mask], mask.nonzero(), batch_size=len(idx))
+            f = self.scorer_inputs(hs, labels, output_embedding)
+            self.features.put_batch(idx, f, mask.nonzero(), batch_size=len(idx))
+            all_f.append(f)
+            all_c.append(self.conflict(self.grad_features(logits, hs[-1], labels)))
+        self.initial_conflict = torch.cat(all_c)
+        if self.scorer is not None:
+            feats = torch.cat(all_f)
+            self.scorer.norm.fit(feats)  # fixed statistics of the frozen features
+            with torch.enable_grad():
+                for _ in range(self.cfg.pretrain_steps):
+                    self._scorer_step(feats, self.initial_conflict)
+
+    # ---- per step ------------------------------------------------------------------------
+    def _scorer_step(self, feats: torch.Tensor, c: torch.Tensor) -> float:
+        w = self.scorer(feats)
+        loss = scorer_loss(w, c, self.cfg.rho, self.cfg.lam, self.cfg.wd, self.scorer.decay_params())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def observe_retain(self, logits, hidden, labels):
+        """Stream the retain batch's features into the filling bank; swap every K steps."""
+        if self.cfg.bank_refresh_every == 0:
+            return
+        self.filling.add(*self.grad_features(logits, hidden, labels)[:3])
+
+    def step(self, batch: dict, logits, hidden_states, output_embedding):
+        """Weights ``[B, T]`` (detached) and cached reference log-probs ``[B, T]`` for a forget
+        batch, after the scorer's update on this step's conflicts."""
+        cfg = self.cfg
+        labels = batch["labels"]
+        idx = batch["index"].tolist()
+        mask = answer_mask(labels)
+        if cfg.features == "frozen":
+            feats_all = self.features.gather(idx, labels)
+        else:
+            feats_all = self.scorer_inputs([h.detach() for h in hidden_states], labels, output_embedding)
+        # conflict on a sampled subset (all tokens for `direct`, which has no scorer to generalize)
+        limit = None if (cfg.variant == "direct" or cfg.max_forget_tokens == 0) else cfg.max_forget_tokens
+        gfeats = self.grad_features(logits.detach(), hidden_states[-1].detach(), labels, max_tokens=limit)
+        c = self.conflict(gfeats)
+        rows = _row_index(labels)[gfeats.positions[:, 0], gfeats.positions[:, 1]]
+        weights = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
+        if self.scorer is None:
+            weights[mask] = direct_weights(c, cfg.direct_a).to(weights.device)
+        else:
+            if self.steps_seen % cfg.scorer_every == 0:
+                with torch.enable_grad():
+                    for _ in range(cfg.scorer_steps):
+                        self.last["scorer_loss"] = self._scorer_step(feats_all[rows], c)
+            with torch.no_grad():
+                weights[mask] = self.scorer(feats_all).to(weights.device)
+        ref = torch.zeros_like(weights)
+        ref[mask] = self.ref_logp.gather(idx, labels).to(weights.device)
+        self.steps_seen += 1
+        if cfg.bank_refresh_every and self.steps_seen % cfg.bank_refresh_every == 0 and len(self.filling):
+            self.bank, self.filling = self.filling, self.bank
+            self.filling.refresh([], None)  # empty it; reseeded from its own history
+        self.last.update(mean_weight=float(weights[mask].mean()), mean_conflict=float(c.mean()))
+        return weights, ref
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        sd = {
+            "config": asdict(self.cfg),
+            "steps_seen": self.steps_seen,
+            "gen": self.gen.get_state(),
+            "bank": self.bank.state_dict(),
+            "filling": self.filling.state_dict(),
+            "features": self.features.state_dict(),
+            "ref_logp": self.ref_logp.state_dict(),
+        }
+        if self.scorer is not None:
+            sd.update(scorer=self.scorer.state_dict(), optimizer=self.optimizer.state_dict())
+        return sd
+
+    def load_state_dict(self, sd: dict) -> None:
+        if sd["config"] != asdict(self.cfg):
+            raise ValueError("ATWU checkpoint was written with another ATWU configuration; refusing to resume")
+        self.steps_seen = sd["steps_seen"]
+        self.gen.set_state(sd["gen"])
+        self.bank.load_state_dict(sd["bank"])
+        self.filling.load_state_dict(sd["filling"])
+        self.features.load_state_dict(sd["features"])
+        self.ref_logp.load_state_dict(sd["ref_logp"])
+        if self.scorer is not None:
+            self.scorer.load_state_dict(sd["scorer"])
+            self.optimizer.load_state_dict(sd["optimizer"])

@@ -1,0 +1,238 @@
+"""Build (once) and cache the embedded benchmark's data, tokenizer and tiny models.
+
+    base   : a small Llama trained on generic world text + world QA (no benchmark authors);
+             also the auxiliary model of the reference-weighting baseline
+    target : base fine-tuned on all authors (``full``) + world QA
+    retain : base fine-tuned on the retain authors only (``retainNN``) + world QA: the gold
+             standard an unlearned model should look like
+
+Everything is keyed by a content hash of (generator version, seed, configs), built into a
+temporary directory and renamed into place, so an interrupted build never leaves a
+half-written cache entry and a rerun reuses a complete one.
+"""
+
+import hashlib
+import multiprocessing
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+from filelock import FileLock
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from atwu_plugin.data.encoding import encode_qa
+from atwu_plugin.data.generator import GENERATOR_VERSION, generate_benchmark, load_split, write_benchmark
+from atwu_plugin.zoo.loading import load_causal_lm, load_tokenizer
+from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS, train_tokenizer
+from atwu_plugin.zoo.train_lm import FitConfig, fit_lm
+
+ZOO_VERSION = "1"
+
+
+@dataclass
+class TinyLlamaSpec:
+    vocab_size: int = 2048
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    max_position_embeddings: int = 256
+
+    def build(self, tokenizer, seed: int) -> LlamaForCausalLM:
+        torch.manual_seed(seed)
+        cfg = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_attention_heads,
+            max_position_embeddings=self.max_position_embeddings,
+            tie_word_embeddings=False,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        return LlamaForCausalLM(cfg)
+
+
+@dataclass
+class ZooSpec:
+    seed: int = 0
+    n_authors: int = 200
+    n_holdout: int = 20
+    qa_per_author: int = 10
+    retain_splits: List[str] = field(default_factory=lambda: ["retain90"])
+    model: TinyLlamaSpec = field(default_factory=TinyLlamaSpec)
+    base_fit: FitConfig = field(default_factory=lambda: FitConfig(epochs=6, lr=3e-3))
+    qa_fit: FitConfig = field(default_factory=lambda: FitConfig(epochs=30, lr=2e-3))
+    max_length: int = 128
+
+    def key(self) -> str:
+        blob = json.dumps({"zoo": ZOO_VERSION, "generator": GENERATOR_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# Small enough for unit tests that need trained models in well under a minute.
+SMOKE_SPEC = ZooSpec(
+    n_authors=40,
+    n_holdout=4,
+    model=TinyLlamaSpec(vocab_size=1024, hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=2),
+    base_fit=FitConfig(epochs=2, lr=3e-3),
+    qa_fit=FitConfig(epochs=8, lr=3e-3),
+)
+
+
+@dataclass
+class ZooPaths:
+    root: str
+    data_dir: str
+    tokenizer: str
+    base: str
+    target: str
+    retain: Dict[str, str]
+    manifest: dict
+
+    @property
+    def template_args(self) -> dict:
+        return dict(TINY_TEMPLATE_ARGS)
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("ATWU_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "atwu-plugin")
+
+
+def _paths(root: Path, spec: ZooSpec, manifest: dict) -> ZooPaths:
+    return ZooPaths(
+        root=str(root),
+        data_dir=str(root / "data"),
+        tokenizer=str(root / "tokenizer"),
+        base=str(root / "base"),
+        target=str(root / "target"),
+        retain={s: str(root / f"retain_{s}") for s in spec.retain_splits},
+        manifest=manifest,
+    )
+
+
+def build_zoo(cache_dir: Optional[str] = None, spec: Optional[ZooSpec] = None, log=print) -> ZooPaths:
+    """Return the cached zoo for ``spec``, building it first if needed."""
+    spec = spec or ZooSpec()
+    cache = Path(cache_dir or default_cache_dir())
+    cache.mkdir(parents=True, exist_ok=True)
+    root = cache / f"embedded-{spec.key()}"
+    with FileLock(str(root) + ".lock"):
+        if (root / "manifest.json").exists():
+            return _paths(root, spec, json.loads((root / "manifest.json").read_text()))
+        tmp = Path(str(root) + f".tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        manifest = _build_into(tmp, spec, log)
+        if root.exists():  # a stale, manifest-less directory from an older interrupted layout
+            shutil.rmtree(root)
+        os.replace(tmp, root)
+    return _paths(root, spec, manifest)
+
+
+def _lm_items(tokenizer, texts: List[str], max_length: int) -> List[dict]:
+    items = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=True, truncation=True, max_length=max_length - 1)["input_ids"]
+        ids = torch.tensor(ids + [tokenizer.eos_token_id])
+        labels = ids.clone()
+        labels[0] = -100
+        items.append({"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids)})
+    return items
+
+
+def _qa_items(tokenizer, records: List[dict], max_length: int) -> List[dict]:
+    items = []
+    for r in records:
+        enc = encode_qa(tokenizer, TINY_TEMPLATE_ARGS, r["question"], r["answer"], max_length=max_length)
+        items.append({"input_ids": enc.input_ids, "labels": enc.labels, "attention_mask": enc.attention_mask})
+    return items
+
+
+def _build_into(root: Path, spec: ZooSpec, log) -> dict:
+    t0 = time.time()
+    timings = {}
+    root.mkdir(parents=True)
+    splits = generate_benchmark(seed=spec.seed, n_authors=spec.n_authors, n_holdout=spec.n_holdout, qa_per_author=spec.qa_per_author)
+    write_benchmark(str(root / "data"), seed=spec.seed, n_authors=spec.n_authors, n_holdout=spec.n_holdout, qa_per_author=spec.qa_per_author)
+
+    corpus = list(splits["world_text"])
+    for name in ("full", "holdout", "world_facts"):
+        for r in splits[name]:
+            corpus += [r["question"], r["answer"], r.get("paraphrased_answer", "")] + list(r.get("perturbed_answer", []))
+    tokenizer = train_tokenizer(corpus, vocab_size=spec.model.vocab_size)
+    tokenizer.save_pretrained(str(root / "tokenizer"))
+    timings["tokenizer_s"] = round(time.time() - t0, 1)
+
+    world_qa = _qa_items(tokenizer, splits["world_facts"], spec.max_length)
+    torch.set_num_threads(1)
+    t = time.time()
+    base = spec.model.build(tokenizer, spec.seed)
+    log(f"[zoo] base model: {sum(p.numel() for p in base.parameters()) / 1e6:.2f}M parameters")
+    base_items = _lm_items(tokenizer, splits["world_text"], spec.max_length) + world_qa
+    fit_lm(base, base_items, tokenizer.pad_token_id, spec.base_fit, desc="base")
+    base.save_pretrained(str(root / "base"), safe_serialization=True)
+    tokenizer.save_pretrained(str(root / "base"))
+    timings["base_s"] = round(time.time() - t, 1)
+
+    # target and retain models are independent fine-tunes of base: run them side by side,
+    # one single-threaded process each (tiny models do not scale across threads).
+    jobs = {"target": "full", **{f"retain_{s}": s for s in spec.retain_splits}}
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1), mp_context=ctx) as pool:
+        futures = {name: pool.submit(_finetune_job, str(root), name, split, asdict(spec)) for name, split in jobs.items()}
+        for name, fut in futures.items():
+            timings[f"{name}_s"] = fut.result()
+
+    from atwu_plugin.zoo.quality import model_quality
+
+    quality = {
+        name: model_quality(str(root / name), str(root / "data"), TINY_TEMPLATE_ARGS, "forget10", "retain90")
+        for name in ["target"] + [f"retain_{s}" for s in spec.retain_splits]
+    }
+    manifest = {
+        "spec": asdict(spec),
+        "quality": quality,
+        "key": spec.key(),
+        "generator_version": GENERATOR_VERSION,
+        "n_parameters": sum(p.numel() for p in base.parameters()),
+        "timings": timings,
+        "build_s": round(time.time() - t0, 1),
+        "template_args": TINY_TEMPLATE_ARGS,
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    log(f"[zoo] built in {manifest['build_s']} s: {timings}")
+    return manifest
+
+
+def _spec_from_dict(d: dict) -> ZooSpec:
+    d = dict(d)
+    d["model"] = TinyLlamaSpec(**d["model"])
+    d["base_fit"] = FitConfig(**d["base_fit"])
+    d["qa_fit"] = FitConfig(**d["qa_fit"])
+    return ZooSpec(**d)
+
+
+def _finetune_job(root: str, name: str, split: str, spec_dict: dict) -> float:
+    """Child process: fine-tune the saved base model on ``split`` (+ world QA), save as ``name``."""
+    torch.set_num_threads(1)
+    t = time.time()
+    spec = _spec_from_dict(spec_dict)
+    root_p = Path(root)
+    tokenizer = load_tokenizer(str(root_p / "tokenizer"))
+    records = load_split(str(root_p / "data" / f"{split}.json"))
+    world = load_split(str(root_p / "data" / "world_facts.json"))
+    items = _qa_items(tokenizer, records + world, spec.max_length)
+    model = load_causal_lm(str(root_p / "base"))
+    fit_lm(model, items, tokenizer.pad_token_id, replace(spec.qa_fit, seed=spec.seed), desc=name)
+    model.save_pretrained(str(root_p / name), safe_serialization=True)
+    tokenizer.save_pretrained(str(root_p / name))
+    return round(time.time() - t, 1)
