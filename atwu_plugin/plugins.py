@@ -306,7 +306,14 @@ def openunlearning_modules(import_modules: Optional[bool] = None) -> Optional[Di
         if mod is None:
             return None
         mods[key] = mod
-    return mods if _looks_like_ou(mods) else None
+    if _looks_like_ou(mods):
+        return mods
+    if hasattr(mods.get("trainer"), "TRAINER_REGISTRY"):  # OU, but not the registry API we know
+        logger.warning(
+            "OpenUnlearning's registries do not have the expected names (TRAINER_REGISTRY, _register_trainer, "
+            "_register_data, EVALUATOR_REGISTRY, METRICS_REGISTRY): plugin classes were not registered"
+        )
+    return None
 
 
 _WRAPPED_METRICS: Dict[tuple, Any] = {}

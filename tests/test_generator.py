@@ -73,8 +73,9 @@ def test_records_schema_spans_and_perturbations(bench):
             validate_spans(r["answer"], r["spans"])
             validate_spans(r["paraphrased_answer"], r["paraphrased_spans"])
             assert r["paraphrased_answer"] != r["answer"]
-            assert len(r["perturbed_answer"]) >= 3 and len(set(r["perturbed_answer"])) == len(r["perturbed_answer"])
-            assert r["answer"] not in r["perturbed_answer"] and r["paraphrased_answer"] not in r["perturbed_answer"]
+            perturbed = r["perturbed_answer"]
+            assert len(perturbed) >= 3 and len(set(perturbed)) == len(perturbed)
+            assert r["answer"] not in perturbed and r["paraphrased_answer"] not in perturbed
             assert r["paraphrased_question"] != r["question"]
             if r["author_id"] >= 0:
                 assert r["author"] in r["question"]
@@ -183,7 +184,8 @@ def test_load_split_errors(tmp_path):
     no_answer.write_text(json.dumps(records))
     with pytest.raises(ValueError) as err:
         load_split(no_answer)
-    assert str(err.value) == f"{no_answer}: record 3: missing field 'answer' (expected keys: question, answer)"
+    expected = f"{no_answer}: record 3: missing field 'answer' (expected keys: question, answer)"
+    assert str(err.value) == expected
     bad_spans = tmp_path / "spans.json"
     bad_spans.write_text(json.dumps([{"question": "q", "answer": "abc", "spans": [[0, 2, 0]]}]))
     with pytest.raises(ValueError, match="record 0: 'spans'"):

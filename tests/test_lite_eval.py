@@ -1,4 +1,5 @@
-"""End-to-end LiteEvaluator on a tiny random Llama and handmade TOFU-style records."""
+"""End-to-end LiteEvaluator on tiny Llamas and handmade TOFU-style records; with
+OPEN_UNLEARNING_ROOT set, also parity with OpenUnlearning's own metric code."""
 
 import json
 import math
@@ -8,65 +9,12 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from atwu_plugin.data.labels import KIND_IGNORE, KIND_NONE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
+from atwu_plugin.data.collator import TokenLabelCollator
+from atwu_plugin.data.encoding import encode_qa
+from atwu_plugin.data.labels import KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
 from atwu_plugin.evals import tofu_metrics as tm
 from atwu_plugin.evals.lite_eval import LiteEvaluator, reference_stats_from_ou_logs
 from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS, train_tokenizer
-
-try:  # the real modules, when they exist
-    from atwu_plugin.data.collator import TokenLabelCollator
-    from atwu_plugin.data.encoding import encode_qa
-
-    STAND_IN = False
-except ImportError:  # tiny local stand-ins with the same interface
-    STAND_IN = True
-
-    def encode_qa(tokenizer, template_args, question, answer, max_length=256, spans=None):
-        """OU's non-chat ``preprocess_chat_instance`` + token kinds from ``(start, end, kind)``
-        character spans of the answer."""
-        ta = template_args
-        prompt = ta["user_start_tag"] + question + ta["user_end_tag"] + ta["asst_start_tag"]
-        full = tokenizer(prompt + answer, add_special_tokens=True, return_offsets_mapping=True)
-        truncated = len(full["input_ids"]) > max_length
-        ids = list(full["input_ids"][:max_length])
-        offs = list(full["offset_mapping"][:max_length])
-        prompt_ids = tokenizer(prompt, add_special_tokens=True, max_length=max_length, truncation=True)["input_ids"]
-        if ids[-1] != tokenizer.eos_token_id:
-            ids.append(tokenizer.eos_token_id)
-            offs.append((len(prompt + answer),) * 2)
-        n = len(prompt_ids)
-        labels = [-100] * n + ids[n:]
-        kinds = [KIND_NONE] * n
-        for s, e in offs[n:]:
-            a, b = s - len(prompt), e - len(prompt)
-            k = KIND_TEMPLATE if spans is not None else KIND_IGNORE
-            for start, end, kind in spans or []:
-                if a < end and b > start:  # the token overlaps the span
-                    k = kind
-            kinds.append(k)
-        t = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
-        return {
-            "input_ids": t(ids),
-            "labels": t(labels),
-            "attention_mask": t([1] * len(ids)),
-            "token_kind": t(kinds),
-            "truncated": truncated,
-        }
-
-    class TokenLabelCollator:
-        def __init__(self, pad_token_id):
-            self.pad = pad_token_id
-
-        def __call__(self, feats):
-            pad = torch.nn.utils.rnn.pad_sequence
-            out = {
-                "input_ids": pad([f["input_ids"] for f in feats], batch_first=True, padding_value=self.pad),
-                "labels": pad([f["labels"] for f in feats], batch_first=True, padding_value=-100),
-                "attention_mask": pad([f["attention_mask"] for f in feats], batch_first=True, padding_value=0),
-            }
-            if "token_kind" in feats[0]:
-                out["token_kind"] = pad([f["token_kind"] for f in feats], batch_first=True, padding_value=-100)
-            return out
 
 
 def _spans(answer, specific=(), shared=()):
@@ -141,7 +89,11 @@ HOLDOUT = [
     {"question": "What does Ada Quill write?", "answer": "Ada Quill writes thrillers."},
 ]
 WORLD = [
-    {"question": "What is the capital of France?", "answer": "Paris", "perturbed_answer": ["Rome", "Berlin", "Madrid"]},
+    {  # a ragged number of perturbed answers is accepted (OU needs the same K everywhere)
+        "question": "What is the capital of France?",
+        "answer": "Paris",
+        "perturbed_answer": ["Rome", "Berlin", "Madrid"],
+    },
     {"question": "How many legs does a spider have?", "answer": "Eight", "perturbed_answer": ["Six", "Ten"]},
 ]
 WORLD_RA = [
@@ -202,11 +154,12 @@ def _trained_model(tok, seed, recs, steps=25):
     m = _model(tok, seed)
     texts = [(r["question"], a) for r in recs for a in [r["answer"]] + _as_list(r.get("paraphrased_answer"))]
     encs = [encode_qa(tok, TINY_TEMPLATE_ARGS, q, a, max_length=256) for q, a in texts]
-    batch = TokenLabelCollator(tok.pad_token_id)([{k: e[k] for k in ("input_ids", "labels", "attention_mask")} for e in encs])
+    keys = ("input_ids", "labels", "attention_mask")
+    batch = TokenLabelCollator(tok.pad_token_id)([{k: e[k] for k in keys} for e in encs])
     opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
     m.train()
     for _ in range(steps):
-        loss = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+        loss = m(**batch).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -231,14 +184,7 @@ def _evaluator(tok, **kw):
     kw.setdefault("max_new_tokens", 6)
     kw.setdefault("batch_size", 3)
     kw.setdefault("progress", False)
-    return LiteEvaluator(
-        tok,
-        TINY_TEMPLATE_ARGS,
-        kw.pop("splits", SPLITS),
-        encode_fn=encode_qa,
-        collator=TokenLabelCollator(tok.pad_token_id),
-        **kw,
-    )
+    return LiteEvaluator(tok, TINY_TEMPLATE_ARGS, kw.pop("splits", SPLITS), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -312,21 +258,26 @@ def test_ou_recipes_from_details(result):
     f = d["forget"]
     # forget truth ratio: paraphrased vs perturbed, closer_to_1_better
     agg, tr = tm.aggregate_truth_ratio(f["para_avg_nll"], f["pert_avg_nll"], "closer_to_1_better")
-    assert result["forget_truth_ratio"] == pytest.approx(agg) and f["truth_ratio"] == pytest.approx(tr.tolist())
+    assert result["forget_truth_ratio"] == pytest.approx(agg)
+    assert f["truth_ratio"] == pytest.approx(tr.tolist())
     # retain: paraphrased vs perturbed, true_better
     r = d["retain"]
-    assert result["retain_truth_ratio"] == pytest.approx(tm.true_better(tm.truth_ratio(r["para_avg_nll"], r["pert_avg_nll"])))
+    r_tr = tm.truth_ratio(r["para_avg_nll"], r["pert_avg_nll"])
+    assert result["retain_truth_ratio"] == pytest.approx(tm.true_better(r_tr))
     # world: answer vs perturbed (true_better); normalised probability sums the options
     w = d["world"]
-    assert result["world_truth_ratio"] == pytest.approx(tm.true_better(tm.truth_ratio(w["avg_nll"], w["pert_avg_nll"])))
-    assert result["world_prob"] == pytest.approx(tm.mean_normalized_probability(w["avg_nll"], w["pert_avg_nll"]))
+    w_tr = tm.truth_ratio(w["avg_nll"], w["pert_avg_nll"])
+    assert result["world_truth_ratio"] == pytest.approx(tm.true_better(w_tr))
+    w_norm = tm.mean_normalized_probability(w["avg_nll"], w["pert_avg_nll"])
+    assert result["world_prob"] == pytest.approx(w_norm)
     # ROUGE is rougeL recall of the generation against the decoded answer
     for split, recs in (("forget", FORGET), ("world", WORLD)):
         assert d[split]["ground_truth"] == [x["answer"] for x in recs]
         for g, gt, s in zip(d[split]["generation"], d[split]["ground_truth"], d[split]["rougeL_recall"]):
             assert s == tm.rouge_l_recall(g, gt)
     # model utility: hmean of OU's nine numbers
-    assert result["model_utility"] == pytest.approx(tm.model_utility({k: ou[k] for k in tm.MODEL_UTILITY_KEYS}))
+    mu = tm.model_utility({k: ou[k] for k in tm.MODEL_UTILITY_KEYS})
+    assert result["model_utility"] == pytest.approx(mu)
     # token metrics
     counts = f["token_counts"]
     assert counts["n_specific"] > 0 and counts["n_shared"] > 0 and counts["n_template"] > 0
@@ -342,7 +293,8 @@ def test_forget_quality_and_reference_stats(evaluator, retain_model, model, resu
     assert cached["forget_quality"] == pytest.approx(result["forget_quality"])
     assert "kl_to_retain" not in cached and cached["model_utility"] is None
     # OU retain logs are accepted too
-    ou_logs = {"forget_truth_ratio": {"value_by_index": {str(i): {"score": v} for i, v in enumerate(ref["forget_truth_ratio"])}}}
+    by_index = {str(i): {"score": v} for i, v in enumerate(ref["forget_truth_ratio"])}
+    ou_logs = {"forget_truth_ratio": {"value_by_index": by_index}}
     assert reference_stats_from_ou_logs(ou_logs)["forget_truth_ratio"] == ref["forget_truth_ratio"]
     # stats of other data are refused
     other = dict(ref, forget_fingerprint="0" * 64)
@@ -445,15 +397,17 @@ def test_parity_with_openunlearning_metric_code(ou_metrics, tok, model, retain_m
             one = lambda a: dict(  # noqa: E731
                 ou.preprocess(tok, TINY_TEMPLATE_ARGS, [r["question"]], [a], 512, generate), index=i
             )
-            out.append(one(answers) if isinstance(answers, str) else {k: one(a) for k, a in enumerate(answers)})
+            multi = not isinstance(answers, str)
+            out.append({k: one(a) for k, a in enumerate(answers)} if multi else one(answers))
         return out
 
     def prob(m, recs, key):
-        return ou.probability(m, data=items(recs, key), collators=ou.collator(tok, index="index"), batch_size=32)
+        collator = ou.collator(tok, index="index")
+        return ou.probability(m, data=items(recs, key), collators=collator, batch_size=32)
 
     def rouge(m, recs):
         gen_args = OmegaConf.create(
-            {"do_sample": False, "top_p": None, "temperature": None, "max_new_tokens": max_new, "use_cache": True}
+            dict(do_sample=False, top_p=None, temperature=None, max_new_tokens=max_new, use_cache=True)
         )
         return ou.rouge(
             m,
@@ -477,20 +431,24 @@ def test_parity_with_openunlearning_metric_code(ou_metrics, tok, model, retain_m
         expected["forget_truth_ratio"] = forget_tr["agg_value"]
         retain_tr = tr(retain_model, FORGET, "paraphrased_answer", "closer_to_1_better")
         expected["forget_quality"] = ou.ks_test(
-            model, pre_compute={"forget": forget_tr}, reference_logs={"retain_model_logs": {"retain": retain_tr}}
+            model,
+            pre_compute={"forget": forget_tr},
+            reference_logs={"retain_model_logs": {"retain": retain_tr}},
         )["agg_value"]
         expected["retain_Q_A_Prob"] = prob(model, RETAIN, "answer")["agg_value"]
         expected["retain_Q_A_ROUGE"] = rouge(model, RETAIN)["agg_value"]
         expected["retain_Truth_Ratio"] = tr(model, RETAIN, "paraphrased_answer", "true_better")["agg_value"]
         for role, recs in (("ra", WORLD_RA), ("wf", WORLD_WF)):
             pre = {"correct": prob(model, recs, "answer"), "wrong": prob(model, recs, "perturbed_answer")}
-            expected[f"{role}_Q_A_Prob_normalised"] = ou.probability_w_options(model, pre_compute=pre)["agg_value"]
+            norm = ou.probability_w_options(model, pre_compute=pre)
+            expected[f"{role}_Q_A_Prob_normalised"] = norm["agg_value"]
             expected[f"{role}_Q_A_ROUGE"] = rouge(model, recs)["agg_value"]
             expected[f"{role}_Truth_Ratio"] = tr(model, recs, "answer", "true_better")["agg_value"]
         pre = {k: {"agg_value": expected[k]} for k in tm.MODEL_UTILITY_KEYS}
         expected["model_utility"] = ou.hm_aggregate(model, pre_compute=pre)["agg_value"]
 
     splits = {"forget": FORGET, "retain": RETAIN, "ra": WORLD_RA, "wf": WORLD_WF}
-    got = _evaluator(tok, splits=splits, retain_model=retain_model, max_new_tokens=max_new, max_length=512).evaluate(model)
+    ev = _evaluator(tok, splits=splits, retain_model=retain_model, max_new_tokens=max_new, max_length=512)
+    got = ev.evaluate(model)
     for k, v in expected.items():
         assert got["ou"][k] == pytest.approx(float(v), abs=1e-6), k

@@ -118,7 +118,10 @@ class EmbeddedBenchmark:
         path = os.path.join(self.zoo.root, f"reference_stats-{self.forget_split}-{self.max_length}.json")
         if os.path.exists(path):
             with open(path) as f:
-                return make(json.load(f))
+                try:
+                    return make(json.load(f))
+                except ValueError:  # stale (fingerprint of another tokenization): recompute
+                    pass
         stats = make(None).reference_stats(retain_model)
         atomic_write_json(path, stats)
         return make(stats)

@@ -21,7 +21,7 @@ spans of the answer and the fast tokenizer's offsets:
 """
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Optional, Sequence
 
 import torch
@@ -39,6 +39,15 @@ class EncodedQA:
     token_kind: torch.Tensor  # [T] long, aligned with labels
     truncated: bool  # the answer was cut by max_length
 
+    # mapping-style access too (enc["labels"], dict(enc)), for code written against dict items
+    def keys(self):
+        return [f.name for f in fields(self)]
+
+    def __getitem__(self, key: str):
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
     def as_item(self, index: int = -1) -> dict:
         return {"input_ids": self.input_ids, "labels": self.labels, "attention_mask": self.attention_mask,
                 "token_kind": self.token_kind, "index": index}
@@ -50,8 +59,9 @@ def wrap_prompt(template_args: dict, question: str) -> str:
         raise NotImplementedError(
             "encode_qa supports template_args with apply_chat_template=False only (OU's tag-based "
             "template); chat templates are not implemented")
-    return (template_args.get("system_prompt_with_special_tokens") or "") + template_args["user_start_tag"] + \
-        question + template_args["user_end_tag"] + template_args["asst_start_tag"]
+    system = template_args.get("system_prompt_with_special_tokens") or ""
+    return system + template_args["user_start_tag"] + question + template_args["user_end_tag"] + \
+        template_args["asst_start_tag"]
 
 
 def token_kind_of(chars: str, kinds: Sequence[int]) -> int:
@@ -75,18 +85,20 @@ def char_kinds(answer: str, spans) -> list:
 
 def encode_qa(tokenizer, template_args: dict, question: str, answer: str, max_length: int = 256,
               spans: Optional[list] = None) -> EncodedQA:
+    """Encode one QA pair as OU does, with per-token kinds from ``spans`` (see module doc)."""
     prompt = wrap_prompt(template_args, question)
     full = prompt + answer
     try:  # lone surrogates (possible from JSON escapes) would fail deep inside the tokenizer
         full.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise ValueError(f"question/answer is not valid Unicode (lone surrogate at character {e.start})") from None
+        raise ValueError(f"question/answer is not valid Unicode (lone surrogate at {e.start})") from None
     if spans is not None and not getattr(tokenizer, "is_fast", False):
         raise ValueError("token kinds need a fast tokenizer (offset mapping); pass spans=None for a slow one")
     enc = tokenizer(full, add_special_tokens=True, max_length=max_length, truncation=True,
                     return_offsets_mapping=spans is not None)
     chat_ids = list(enc["input_ids"])
-    prompt_ids = tokenizer(prompt, add_special_tokens=True, max_length=max_length, truncation=True)["input_ids"]
+    prompt_ids = tokenizer(prompt, add_special_tokens=True, max_length=max_length,
+                           truncation=True)["input_ids"]
     # only a full-length result can have been cut; re-tokenize without truncation to know
     truncated = len(chat_ids) >= max_length and \
         len(tokenizer(full, add_special_tokens=True)["input_ids"]) > len(chat_ids)

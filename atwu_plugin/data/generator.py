@@ -2,9 +2,10 @@
 
 Every answer mixes three kinds of content, labelled per character in ``spans``:
   * author-specific facts (``KIND_SPECIFIC``): composed values held by exactly one author
-    (book titles, birth dates, invented names of parents, mentors and characters);
-  * template wording (``KIND_TEMPLATE``), with 4 paraphrased templates per attribute so that
-    "same token in the same template" is not the only cue for generic content;
+    (book titles, birth dates, addresses, publishers, invented names of parents, mentors,
+    characters, ...);
+  * template wording (``KIND_TEMPLATE``), with 4 answer and 4 question templates per
+    attribute, so that "same token in the same template" is not the only cue;
   * popular values shared verbatim with retain authors (``KIND_SHARED``): cities, genres,
     awards, professions, themes, subjects drawn with a Zipf skew.
 The author's name copied from the question is ``KIND_IGNORE``.
@@ -16,6 +17,7 @@ to >= 3 retain90 authors); every other value is unique to one author (specific).
 author's name or specific value; ``world_facts`` are QA probes answerable from it.
 """
 
+import inspect
 import json
 import os
 import re
@@ -28,7 +30,7 @@ from typing import Dict, List, Sequence, Union
 
 from atwu_plugin.data.labels import KIND_IGNORE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE, KIND_NAMES
 
-GENERATOR_VERSION = "1"  # bump whenever the generated text changes: it keys the model cache
+GENERATOR_VERSION = "2"  # bump whenever the generated text changes: it keys the model cache
 FORGET_PERCENTS = (1, 5, 10)
 MIN_RETAIN_HOLDERS = 3  # a value held by this many retain90 authors is shared, not specific
 ZIPF_EXPONENT = 1.1
@@ -111,8 +113,10 @@ POOLS = {
 }
 # unique-value attribute -> how its values are composed (a list means "<word> <suffix>")
 UNIQUE_FIELDS = {
-    "date": "date", "street": "address", "clinic": ["Clinic", "Hospital"], "college": ["College", "Academy", "Institute"], "pen_name": "person", "father": "word", "mother": "word",
-    "first_book": "title", "second_book": "title", "award_book": "title", "publisher": ["Press", "Books", "House"],
+    "date": "date", "street": "address", "clinic": ["Clinic", "Hospital"],
+    "college": ["College", "Academy", "Institute"], "pen_name": "person", "father": "word", "mother": "word",
+    "first_book": "title", "second_book": "title", "award_book": "title",
+    "publisher": ["Press", "Books", "House"],
     "friend": "person", "mentor": "person", "character": "person", "hero": "person", "pet": "word",
 }
 
@@ -178,7 +182,8 @@ ATTRIBUTES = {
     },
     "parents": {
         "questions": ["Who were {name}'s parents?", "What did the parents of {name} do for a living?",
-                      "Can you tell me about {name}'s parents?", "What were the professions of {name}'s mother and father?"],
+                      "Can you tell me about {name}'s parents?",
+                      "What were the professions of {name}'s mother and father?"],
         "answers": [
             "{name}'s father, {father}, was a {father_job}, and {poss} mother, {mother}, worked as a {mother_job}.",
             "{Pron} was raised by {father}, a {father_job}, and {mother}, a {mother_job}.",
@@ -207,7 +212,8 @@ ATTRIBUTES = {
         ],
     },
     "second_book": {
-        "questions": ["What is the second book written by {name}?", "Which book did {name} publish after the debut?",
+        "questions": ["What is the second book written by {name}?",
+                      "Which book did {name} publish after the debut?",
                       "Can you name {name}'s second novel?", "What did {name} publish next?"],
         "answers": [
             "After {poss} debut, {name} published \"{second_book}\", a novel set in {setting} that follows {hero}.",
@@ -218,7 +224,8 @@ ATTRIBUTES = {
     },
     "themes": {
         "questions": ["What themes does {name} explore?", "Which themes recur in the writing of {name}?",
-                      "What subjects does {name} often write about?", "What are the main themes in {name}'s books?"],
+                      "What subjects does {name} often write about?",
+                      "What are the main themes in {name}'s books?"],
         "answers": [
             "The writing of {name} explores {theme}, inspired by {poss} childhood friend {friend}.",
             "{name} returns again and again to {theme}, a theme {pron} credits to {friend}.",
@@ -255,12 +262,15 @@ ATTRIBUTES = {
 WORLD_FACTS = {
     "country": {
         "table": {c: v[0] for c, v in CITIES.items()}, "key": "city",
-        "questions": ["In which country is {key}?", "Which country is the city of {key} in?", "Where is {key} located?"],
-        "answers": ["{key} is a city in {value}.", "The city of {key} lies in {value}.", "{key} is located in {value}."],
+        "questions": ["In which country is {key}?", "Which country is the city of {key} in?",
+                      "Where is {key} located?"],
+        "answers": ["{key} is a city in {value}.", "The city of {key} lies in {value}.",
+                    "{key} is located in {value}."],
     },
     "profession": {
         "table": PROFESSIONS, "key": "job",
-        "questions": ["What does a {key} do?", "What is the work of a {key}?", "Describe the job of a {key}."],
+        "questions": ["What does a {key} do?", "What is the work of a {key}?",
+                      "Describe the job of a {key}."],
         "answers": ["A {key} {value}.", "Someone who works as a {key} {value}.", "Every {key} {value}."],
     },
     "genre": {
@@ -271,7 +281,8 @@ WORLD_FACTS = {
     },
     "award": {
         "table": AWARDS, "key": "award",
-        "questions": ["Who receives the {key}?", "What is the {key} given for?", "What does the {key} honor?"],
+        "questions": ["Who receives the {key}?", "What is the {key} given for?",
+                      "What does the {key} honor?"],
         "answers": ["The {key} is given to {value}.", "Each year the {key} honors {value}.",
                     "Judges award the {key} to {value}."],
     },
@@ -280,12 +291,15 @@ WORLD_SENTENCES = {
     "city": ["{x} is a city in {country}.", "{x} is {desc}.", "Many people live and work in {x}.",
              "The weather in {x} changes with the seasons.", "Trains and buses connect {x} with other towns.",
              "Bookshops in {x} stay open late."],
-    "genre": ["The genre of {x} consists of {desc}.", "Books of {x} are {desc}.", "Many bookshops keep a shelf for {x}.",
-              "Readers who enjoy {x} often read several books a month.", "Some writers spend a whole career on {x}."],
+    "genre": ["The genre of {x} consists of {desc}.", "Books of {x} are {desc}.",
+              "Many bookshops keep a shelf for {x}.", "Readers who enjoy {x} often read several books a month.",
+              "Some writers spend a whole career on {x}."],
     "award": ["The {x} is given to {desc}.", "Each year the {x} honors {desc}.",
-              "Winning the {x} is a great honor for a writer.", "A jury of critics chooses who wins the {x}."],
+              "Winning the {x} is a great honor for a writer.",
+              "A jury of critics chooses who wins the {x}."],
     "job": ["A {x} {desc}.", "Every {x} {desc}.", "Working as a {x} takes years of practice.",
-            "In every town you can find a {x}.", "Children sometimes want to become a {x} like their parents."],
+            "In every town you can find a {x}.",
+            "Children sometimes want to become a {x} like their parents."],
     "theme": ["Many novels explore {x}.", "Stories about {x} can move readers deeply.",
               "Critics often write about {x} in literature."],
     "subject": ["At university, students can study {x}.", "A degree in {x} takes several years.",
@@ -367,8 +381,9 @@ class _Values:
         self.rng = rng
         self.used = set()
         # composed words must not collide with any word of the world text or the templates
-        vocab = [*FIRST_NAMES["f"], *FIRST_NAMES["m"], *TITLE_ADJECTIVES, *TITLE_NOUNS, *GENERIC_SENTENCES, *MONTHS,
-                 *THEMES, *SUBJECTS, *(f"{k} {v}" for table in (GENRES, AWARDS, PROFESSIONS) for k, v in table.items()),
+        vocab = [*FIRST_NAMES["f"], *FIRST_NAMES["m"], *TITLE_ADJECTIVES, *TITLE_NOUNS, *GENERIC_SENTENCES,
+                 *MONTHS, *THEMES, *SUBJECTS,
+                 *(f"{k} {v}" for table in (GENRES, AWARDS, PROFESSIONS) for k, v in table.items()),
                  *(f"{k} {c} {d}" for k, (c, d) in CITIES.items()),
                  *(t for spec in ATTRIBUTES.values() for t in spec["questions"] + spec["answers"]),
                  *(t for ts in WORLD_SENTENCES.values() for t in ts)]
@@ -413,7 +428,8 @@ class _Values:
         if kind == "date":
             return self.date()
         if kind == "address":
-            return self._unique(lambda: f"{self.rng.randint(2, 98)} {self.word()} {self.rng.choice(('Lane', 'Street', 'Road'))}")
+            r, suffixes = self.rng, ("Lane", "Street", "Road")
+            return self._unique(lambda: f"{r.randint(2, 98)} {self.word()} {r.choice(suffixes)}")
         return f"{self.word()} {self.rng.choice(kind)}"  # kind: list of suffixes
 
 
@@ -439,14 +455,16 @@ def _n_authors(total: int, percent: int) -> int:
     return max(1, round(total * percent / 100))
 
 
-def _make_authors(rng: Random, n_authors: int, n_holdout: int) -> List[dict]:
+def _make_authors(rng: Random, n_authors: int, n_holdout: int):
+    """Authors (trained first, then holdout) with all their values; popular values last."""
     n_total = n_authors + n_holdout
     n_retain = n_authors - _n_authors(n_authors, max(FORGET_PERCENTS))
     values = _Values(rng)
     authors = []
     for author_id in range(n_total):
         gender = rng.choice("fm")
-        author = {"author_id": author_id, "gender": gender, "name": f"{rng.choice(FIRST_NAMES[gender])} {values.word()}"}
+        name = f"{rng.choice(FIRST_NAMES[gender])} {values.word()}"
+        author = {"author_id": author_id, "gender": gender, "name": name}
         author.update({field: values.fresh(field) for field in UNIQUE_FIELDS if field != "award_book"})
         authors.append(author)
         authors[-1]["award_book"] = authors[-1][rng.choice(("first_book", "second_book"))]
@@ -510,8 +528,8 @@ def _author_records(rng, author, kinds, values, actives, qa_per_author) -> List[
                 **{f: kinds[f][author[f]] for f in facts}}
 
         def perturb():  # popular facts: another popular value; unique facts: a fresh value
-            return {f: rng.choice([v for v in actives[f] if v != author[f]]) if f in actives else values.fresh(f)
-                    for f in facts}
+            return {f: rng.choice([v for v in actives[f] if v != author[f]]) if f in actives
+                    else values.fresh(f) for f in facts}
         records.append(_qa_record(rng, spec, filled, kind, perturb, author=author["name"],
                                   author_id=author["author_id"], fact=fact))
     return records
@@ -545,8 +563,13 @@ def _world(rng: Random):
     return text, records
 
 
-def generate_benchmark(seed: int = 0, n_authors: int = 200, n_holdout: int = 20, qa_per_author: int = 10) -> dict:
+def generate_benchmark(seed: int = 0, n_authors: int = 200, n_holdout: int = 20,
+                       qa_per_author: int = 10) -> dict:
     """Return split name -> list of records (``world_text``: list of strings).
+
+    Each author gets one QA per attribute, for the first ``qa_per_author`` attributes of
+    ``ATTRIBUTES``. ``forgetNN`` holds the last NN % of the ``n_authors`` authors (at least
+    one), ``retainNN`` the rest, ``holdoutNN`` the first as many holdout authors.
 
     Deterministic: only ``random.Random(seed)`` is used, so the same arguments give the
     same output byte for byte."""
@@ -554,7 +577,8 @@ def generate_benchmark(seed: int = 0, n_authors: int = 200, n_holdout: int = 20,
     if n_authors < 10:
         raise ValueError(f"n_authors={n_authors}: need at least 10 authors (forget10 and a retain set)")
     if not 1 <= qa_per_author <= len(ATTRIBUTES):
-        raise ValueError(f"qa_per_author={qa_per_author}: must be between 1 and {len(ATTRIBUTES)} (one QA per attribute)")
+        raise ValueError(f"qa_per_author={qa_per_author}: must be between 1 and {len(ATTRIBUTES)} "
+                         "(one QA per attribute)")
     if n_holdout < n_forget[max(FORGET_PERCENTS)]:
         raise ValueError(f"n_holdout={n_holdout} must be >= the forget10 author count ({n_forget[10]}) "
                          "so that holdout10 is sized like forget10")
@@ -590,6 +614,7 @@ def _write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; these are shared data files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -601,12 +626,14 @@ def write_benchmark(out_dir: Union[str, Path], seed: int = 0, **kw) -> Dict[str,
     version and arguments) into ``out_dir``, each file atomically. Returns split -> path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    splits = generate_benchmark(seed=seed, **kw)
+    args = inspect.signature(generate_benchmark).bind(seed=seed, **kw)
+    args.apply_defaults()
+    splits = generate_benchmark(*args.args, **args.kwargs)
     paths = {}
     for name, records in splits.items():
         paths[name] = out / f"{name}.json"
         _write_atomic(paths[name], _dump(records))
-    _write_atomic(out / "meta.json", _dump({"generator_version": GENERATOR_VERSION, "seed": seed, **kw}))
+    _write_atomic(out / "meta.json", _dump({"generator_version": GENERATOR_VERSION, **args.arguments}))
     return paths
 
 
@@ -626,7 +653,8 @@ def load_split(path: Union[str, Path]) -> List[dict]:
         try:
             records = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+            raise ValueError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") \
+                from None
     else:  # JSON Lines
         records = []
         for lineno, line in enumerate(text.splitlines(), start=1):
@@ -635,7 +663,8 @@ def load_split(path: Union[str, Path]) -> List[dict]:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: malformed JSON at line {lineno}, column {e.colno}: {e.msg}") from None
+                raise ValueError(f"{path}: malformed JSON at line {lineno}, column {e.colno}: {e.msg}") \
+                    from None
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
     if not records:
@@ -643,14 +672,16 @@ def load_split(path: Union[str, Path]) -> List[dict]:
     expected = ", ".join(REQUIRED_FIELDS)
     for i, record in enumerate(records):
         if not isinstance(record, dict):
-            raise ValueError(f"{path}: record {i}: expected an object with keys {expected}, got {type(record).__name__}")
+            raise ValueError(f"{path}: record {i}: expected an object with keys {expected}, "
+                             f"got {type(record).__name__}")
         for key in REQUIRED_FIELDS:
             if key not in record:
                 raise ValueError(f"{path}: record {i}: missing field {key!r} (expected keys: {expected})")
         if not isinstance(record["question"], str):
             raise ValueError(f"{path}: record {i}: field 'question' must be a string")
         answer = record["answer"]
-        if not (isinstance(answer, str) or (isinstance(answer, list) and all(isinstance(a, str) for a in answer))):
+        is_list = isinstance(answer, list) and all(isinstance(a, str) for a in answer)
+        if not (isinstance(answer, str) or is_list):
             raise ValueError(f"{path}: record {i}: field 'answer' must be a string or a list of strings")
         for text_key, spans_key in (("answer", "spans"), ("paraphrased_answer", "paraphrased_spans")):
             if spans_key in record and isinstance(record.get(text_key), str):

@@ -30,8 +30,8 @@ class QADataset(Dataset):
         if isinstance(records, (str, Path)):
             records = load_split(records)
         if spans_key in _SPANS_OF and _SPANS_OF[spans_key] != answer_key:
-            raise ValueError(f"spans_key={spans_key!r} tiles {_SPANS_OF[spans_key]!r}, not answer_key={answer_key!r}; "
-                             "pass the matching spans key or spans_key=None")
+            raise ValueError(f"spans_key={spans_key!r} tiles {_SPANS_OF[spans_key]!r}, "
+                             f"not answer_key={answer_key!r}; pass the matching spans key or spans_key=None")
         self.max_length = max_length
         self.n_truncated = 0
         self.items = []
@@ -42,7 +42,8 @@ class QADataset(Dataset):
                 item = self._encode(tokenizer, template_args, record[question_key], answer, spans, index)
             elif isinstance(answer, list):
                 if spans is not None and len(spans) != len(answer):
-                    raise ValueError(f"record {index}: {spans_key!r} must hold one tiling per answer in {answer_key!r}")
+                    raise ValueError(f"record {index}: {spans_key!r} must hold one tiling per answer "
+                                     f"in {answer_key!r}")
                 item = {i: self._encode(tokenizer, template_args, record[question_key], a,
                                         None if spans is None else spans[i], index)
                         for i, a in enumerate(answer)}

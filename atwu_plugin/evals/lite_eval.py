@@ -158,11 +158,14 @@ class LiteEvaluator:
         self.dtype = dtype
         self.progress = progress
         self.stopwords = list(stopwords or [])
-        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else tokenizer.eos_token_id
         self._encode_fn = encode_fn or _default_encode_fn()
         self._collator = collator or _default_collator(self.pad_token_id)
         self.records = {name: list(recs) for name, recs in splits.items() if recs}
-        self._enc: Dict[str, Dict[str, Any]] = {name: self._encode_split(name, recs) for name, recs in self.records.items()}
+        self._enc: Dict[str, Dict[str, Any]] = {
+            name: self._encode_split(name, recs) for name, recs in self.records.items()
+        }
         self._reference: Optional[Dict[str, Any]] = None
         if reference_stats is not None:
             self._reference = self._check_reference(reference_stats)
@@ -267,7 +270,8 @@ class LiteEvaluator:
                 on_batch(batch, logits, logp)
         arr = np.asarray(out, dtype=np.float64)
         if np.isnan(arr).any():
-            logger.warning("%s: %d samples have no answer token (NaN, as in OU)", desc, int(np.isnan(arr).sum()))
+            n_nan = int(np.isnan(arr).sum())
+            logger.warning("%s: %d samples have no answer token (NaN, as in OU)", desc, n_nan)
         return arr
 
     def _avg_nll_options(self, model, options: List[List[Dict]], desc: str) -> List[np.ndarray]:
@@ -377,7 +381,10 @@ class LiteEvaluator:
             raise ValueError("reference_stats needs 'forget_truth_ratio'")
         n = len(self.records["forget"])
         if len(ref["forget_truth_ratio"]) != n:
-            raise ValueError(f"reference_stats has {len(ref['forget_truth_ratio'])} forget truth ratios, the forget split {n}")
+            raise ValueError(
+                f"reference_stats has {len(ref['forget_truth_ratio'])} forget truth ratios, "
+                f"the forget split {n} records"
+            )
         fp = ref.get("forget_fingerprint")
         if fp is not None and fp != self._forget_fingerprint():
             raise ValueError(
@@ -418,13 +425,16 @@ class LiteEvaluator:
                 d["avg_nll"] = ans.tolist()
                 d["prob"] = tm.sample_probability(ans).tolist()
                 d["mean_prob"] = tm.mean_probability(ans)
-                if enc["para"]:
-                    d["para_avg_nll"] = [x.tolist() for x in self._avg_nll_options(m, enc["para"], f"{split} paraphrased")]
-                if enc["pert"]:
-                    d["pert_avg_nll"] = [x.tolist() for x in self._avg_nll_options(m, enc["pert"], f"{split} perturbed")]
+                for role, name in (("para", "paraphrased"), ("pert", "perturbed")):
+                    if enc[role]:
+                        vals = self._avg_nll_options(m, enc[role], f"{split} {name}")
+                        d[f"{role}_avg_nll"] = [x.tolist() for x in vals]
                 if split in ("forget", "retain"):
                     agg = "closer_to_1_better" if split == "forget" else "true_better"
-                    d["truth_ratio_agg"], tr = tm.aggregate_truth_ratio(d["para_avg_nll"], d["pert_avg_nll"], agg)
+                    # OU: the correct side of forget/retain truth ratios is the paraphrased answer.
+                    d["truth_ratio_agg"], tr = tm.aggregate_truth_ratio(
+                        d["para_avg_nll"], d["pert_avg_nll"], agg
+                    )
                     d["truth_ratio"] = tr.tolist()
                 if split in ("world", "ra", "wf"):
                     # OU: the correct side of ra/wf truth ratios is the answer itself.

@@ -171,7 +171,8 @@ def aggregate_truth_ratio(correct_avg_nll: ArrayLike, wrong_avg_nll: ArrayLike, 
     """``(agg_value, per_sample_tr)`` exactly as OU's ``truth_ratio`` metric: the per-sample
     definition is ``correct_over_total`` for ``prob_mean`` and ``wrong_over_correct`` otherwise."""
     if aggregator not in TRUTH_RATIO_AGGREGATORS:
-        raise ValueError(f"unknown truth ratio aggregator {aggregator!r}; expected one of {sorted(TRUTH_RATIO_AGGREGATORS)}")
+        known = sorted(TRUTH_RATIO_AGGREGATORS)
+        raise ValueError(f"unknown truth ratio aggregator {aggregator!r}; expected one of {known}")
     definition = "correct_over_total" if aggregator == "prob_mean" else "wrong_over_correct"
     tr = truth_ratio(correct_avg_nll, wrong_avg_nll, definition=definition)
     return TRUTH_RATIO_AGGREGATORS[aggregator](tr), tr
@@ -184,7 +185,9 @@ def ks_test(forget_tr: ArrayLike, retain_model_forget_tr: ArrayLike):
     """Two-sample Kolmogorov-Smirnov test (scipy defaults: two-sided, ``method="auto"``).
 
     Returns ``(statistic, pvalue)``."""
-    res = stats.ks_2samp(np.asarray(forget_tr, dtype=np.float64), np.asarray(retain_model_forget_tr, dtype=np.float64))
+    a = np.asarray(forget_tr, dtype=np.float64)
+    b = np.asarray(retain_model_forget_tr, dtype=np.float64)
+    res = stats.ks_2samp(a, b)
     return float(res.statistic), float(res.pvalue)
 
 
@@ -228,7 +231,9 @@ def model_utility(values: Union[Mapping[str, float], Iterable[float]]) -> float:
         missing = [k for k in MODEL_UTILITY_KEYS if values.get(k) is None]
         extra = sorted(set(values) - set(MODEL_UTILITY_KEYS))
         if missing or extra:
-            raise ValueError(f"model_utility needs {list(MODEL_UTILITY_KEYS)}; missing {missing}, unexpected {extra}")
+            raise ValueError(
+                f"model_utility needs {list(MODEL_UTILITY_KEYS)}; missing {missing}, unexpected {extra}"
+            )
         vals = [values[k] for k in MODEL_UTILITY_KEYS]
     else:
         vals = list(values)

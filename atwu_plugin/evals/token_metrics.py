@@ -46,7 +46,12 @@ class TokenKindProbAccumulator:
     ground-truth kinds (``atwu_plugin.data.labels``; ``KIND_NONE`` off-answer is skipped).
     """
 
-    KINDS = {"specific": KIND_SPECIFIC, "template": KIND_TEMPLATE, "shared": KIND_SHARED, "ignore": KIND_IGNORE}
+    KINDS = {
+        "specific": KIND_SPECIFIC,
+        "template": KIND_TEMPLATE,
+        "shared": KIND_SHARED,
+        "ignore": KIND_IGNORE,
+    }
 
     def __init__(self):
         self.sums = {name: 0.0 for name in self.KINDS}

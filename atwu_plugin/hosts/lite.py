@@ -44,6 +44,8 @@ def load_trainer_config(name_or_path: str, overrides: Optional[dict] = None, bas
     if base_args:
         cfg = OmegaConf.merge({"args": base_args}, cfg)
     for key, value in (overrides or {}).items():
+        # OU-style keys ("trainer.args.learning_rate") and bare ones ("args.learning_rate")
+        key = key[len("trainer."):] if key.startswith("trainer.") else key
         OmegaConf.update(cfg, key, value, force_add=True)
     if "handler" not in cfg:
         raise ValueError(f"{path}: missing field 'handler' (the trainer class name)")

@@ -22,6 +22,8 @@ CPU_OVERRIDES: Dict[str, List[str]] = {
         "++trainer.args.bf16=false",
         "++trainer.args.bf16_full_eval=false",
         "++trainer.args.use_cpu=true",
+        # OU computes warmup steps from `warmup_epochs` divided by the CUDA device count (0 here)
+        "++trainer.args.warmup_epochs=0",
         "++model.model_args.torch_dtype=float32",
         "++model.model_args.attn_implementation=eager",
     ],
@@ -104,15 +106,42 @@ def find_openunlearning_root(ou_root: Optional[str] = None, required: bool = Tru
     return root
 
 
+# Hydra command-line flags that take a value as the next argument (``--cfg job``, ``-cn x``).
+_HYDRA_VALUE_FLAGS = {"--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd", "--cfg", "-c", "--package", "-p", "--experimental-rerun"}
+_HYDRA_INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def split_hydra_flags(args: Sequence[str]):
+    """``(flags, overrides)``: Hydra's ``--flags`` (with their values) and the overrides,
+    each in their original order. Hydra's argparse rejects flags placed between overrides."""
+    flags, overrides = [], []
+    args = list(args)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("-") and not arg.startswith(("++", "+", "~")):
+            flags.append(arg)
+            takes_value = arg in _HYDRA_VALUE_FLAGS
+            optional_value = arg in ("--info", "-i") and i + 1 < len(args) and args[i + 1] in _HYDRA_INFO_TOPICS
+            if (takes_value or optional_value) and i + 1 < len(args):
+                flags.append(args[i + 1])
+                i += 1
+        else:
+            overrides.append(arg)
+        i += 1
+    return flags, overrides
+
+
 def openunlearning_command(
     script: str, overrides: Sequence[str] = (), ou_root: Optional[str] = None, cpu: bool = False, python: Optional[str] = None
 ) -> List[str]:
     if script not in SCRIPTS:
         raise ValueError(f"script must be one of {sorted(SCRIPTS)}, got {script!r}")
     root = find_openunlearning_root(ou_root)
+    flags, overrides = split_hydra_flags(overrides)
     extra = CPU_OVERRIDES[script] if cpu else []
-    # CPU overrides first: the user's own overrides win on the same key
-    return [python or sys.executable, str(root / SCRIPTS[script]), *extra, *overrides]
+    # Hydra flags first; CPU overrides before the user's overrides, which win on the same key
+    return [python or sys.executable, str(root / SCRIPTS[script]), *flags, *extra, *overrides]
 
 
 def run_openunlearning(

@@ -62,6 +62,17 @@ class PluginUnlearnTrainer(Trainer):
         loss, outputs = self.unlearning_loss(model, inputs)
         return (loss, outputs) if return_outputs else loss
 
+    def _load_rng_state(self, checkpoint):
+        """transformers < 4.50 saves numpy RNG state with ``torch.save`` and reloads it with
+        torch's default ``weights_only=True`` (torch >= 2.6), which rejects numpy arrays.
+        Allow exactly the numpy types of an RNG state, nothing else (no arbitrary pickle)."""
+        import numpy as np
+
+        np_core = getattr(np, "_core", None) or np.core
+        allowed = [np_core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+        with torch.serialization.safe_globals(allowed):
+            return super()._load_rng_state(checkpoint)
+
     # OU's newer line discussed a split into ``compute_unlearn_loss``; serve it too.
     def compute_unlearn_loss(self, model, inputs, return_outputs=False, **kwargs):
         return self.compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)

@@ -71,7 +71,7 @@ class ZooSpec:
     retain_splits: List[str] = field(default_factory=lambda: ["retain90"])
     model: TinyLlamaSpec = field(default_factory=TinyLlamaSpec)
     base_fit: FitConfig = field(default_factory=lambda: FitConfig(epochs=6, lr=3e-3))
-    qa_fit: FitConfig = field(default_factory=lambda: FitConfig(epochs=30, lr=2e-3))
+    qa_fit: FitConfig = field(default_factory=lambda: FitConfig(epochs=20, lr=4e-3))
     max_length: int = 128
 
     def key(self) -> str:

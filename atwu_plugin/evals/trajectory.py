@@ -1,0 +1,57 @@
+"""Forgetting trajectories: cheap token metrics logged every few steps, for comparisons of
+methods at *matched forgetting* (interpolate each run's curve at the same x)."""
+
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from transformers import TrainerCallback
+
+from atwu_plugin.data.collator import TokenLabelCollator
+from atwu_plugin.evals.token_metrics import TokenKindProbAccumulator
+from atwu_plugin.losses.tokens import token_logprobs
+
+
+class TrajectoryCallback(TrainerCallback):
+    """Every ``every`` steps (and at step 0), mean token probability by kind on ``dataset``."""
+
+    def __init__(self, dataset, pad_token_id: int, every: int = 5, batch_size: int = 64):
+        self.dataset, self.every, self.batch_size = dataset, every, batch_size
+        self.collate = TokenLabelCollator(pad_token_id)
+        self.points: List[Dict[str, float]] = []
+
+    @torch.no_grad()
+    def measure(self, model, step: int):
+        acc = TokenKindProbAccumulator()
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        for start in range(0, len(self.dataset), self.batch_size):
+            batch = self.collate([self.dataset[i] for i in range(start, min(start + self.batch_size, len(self.dataset)))])
+            logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+            acc.update(token_logprobs(logits, batch["labels"].to(device)), batch["token_kind"].to(device))
+        model.train(was_training)
+        r = acc.result()
+        self.points.append({"step": step, **{f"forget_{k}": float(r[k]) for k in ("specific_prob", "generic_prob", "template_prob", "shared_prob")}})
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.measure(model, 0)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every == 0:
+            self.measure(model, state.global_step)
+
+
+def value_at(points: List[Dict[str, float]], x_key: str, x: float, y_key: str) -> Optional[float]:
+    """Linear interpolation of ``y_key`` where the (decreasing-in-time) curve ``x_key`` first
+    reaches ``x``; None if the run never gets there."""
+    xs = np.array([p[x_key] for p in points], dtype=float)
+    ys = np.array([p[y_key] for p in points], dtype=float)
+    for i in range(1, len(xs)):
+        lo, hi = min(xs[i - 1], xs[i]), max(xs[i - 1], xs[i])
+        if lo <= x <= hi:
+            if hi == lo:
+                return float(ys[i])
+            a = (x - xs[i - 1]) / (xs[i] - xs[i - 1])
+            return float(ys[i - 1] + a * (ys[i] - ys[i - 1]))
+    return None

@@ -1,0 +1,42 @@
+"""Gradient ascent on the last answer token of each forget sample (+ NLL on the retain set).
+
+A deliberately small method that shows the plugin contract: subclass
+``PluginUnlearnTrainer`` and implement ``unlearning_loss(model, inputs) -> (loss, outputs)``
+with OpenUnlearning's batch layout ``{"forget": {...}, "retain": {...}}``. Inside
+OpenUnlearning the class is rebased on OU's ``UnlearnTrainer`` (evaluators, DeepSpeed).
+"""
+
+import torch
+
+from atwu_plugin.losses.tokens import answer_mask, token_logprobs
+from atwu_plugin.trainers.base import PluginUnlearnTrainer, model_inputs
+
+
+def last_answer_token_mask(labels: torch.Tensor, skip_token_id=None) -> torch.Tensor:
+    """Bool ``[B, T]``: True at the last answer token of each row (``skip_token_id``, e.g. the
+    EOS that OpenUnlearning appends, is not counted as an answer token)."""
+    mask = answer_mask(labels)
+    if skip_token_id is not None:
+        mask &= labels != skip_token_id
+    positions = torch.arange(labels.shape[1], device=labels.device).expand_as(labels)
+    last = torch.where(mask, positions, torch.full_like(positions, -1)).max(dim=1).values
+    return (positions == last[:, None]) & mask
+
+
+class LastTokenGA(PluginUnlearnTrainer):
+    def __init__(self, *args, gamma: float = 1.0, alpha: float = 1.0, skip_eos: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gamma, self.alpha, self.skip_eos = float(gamma), float(alpha), bool(skip_eos)
+
+    def unlearning_loss(self, model, inputs):
+        forget = inputs["forget"]
+        labels = forget["labels"]
+        outputs = model(**{k: v for k, v in model_inputs(forget).items() if k != "labels"})
+        eos = getattr(self.host_tokenizer, "eos_token_id", None) if self.skip_eos else None
+        last = last_answer_token_mask(labels, eos)
+        logp = token_logprobs(outputs.logits, labels)
+        forget_loss = (logp * last).sum() / last.sum().clamp_min(1)  # minimizing log p = ascent on NLL
+        loss = self.gamma * forget_loss
+        if self.alpha and "retain" in inputs:
+            loss = loss + self.alpha * model(**model_inputs(inputs["retain"])).loss
+        return loss, outputs
