@@ -139,3 +139,20 @@ def test_unknown_trainer_config_is_a_clear_error():
 def test_bad_atwu_argument_is_a_clear_error(micro, tmp_path):
     with pytest.raises(ValueError, match=r"ATWU method_args.rho=1.5: expected a number in \(0, 1\)"):
         _trainer(micro, "ATWU", tmp_path, {"method_args.rho": 1.5})
+
+
+def test_atwu_works_without_dataset_index(micro, tmp_path):
+    """OU's default collator does not pass ``index``: ATWU keys its caches by content then."""
+    tr = _trainer(micro, "ATWU", tmp_path)
+    collate = tr.data_collator
+
+    def drop_index(items):
+        batch = collate(items)
+        for part in batch.values():
+            part.pop("index", None)
+        return batch
+
+    tr.data_collator = drop_index
+    before = _mean_forget_logp(tr.model, micro)
+    tr.train()
+    assert _mean_forget_logp(tr.model, micro) < before

@@ -16,7 +16,7 @@ FORGET_SPLITS = {"forget01": "retain99", "forget05": "retain95", "forget10": "re
 
 # Unlearning hyperparameters for the tiny models (a trainer config's ``args`` and a
 # leaderboard method's overrides take precedence).
-EMBEDDED_TRAINER_ARGS = {"learning_rate": 1.0e-3, "num_train_epochs": 5, "per_device_train_batch_size": 16}
+EMBEDDED_TRAINER_ARGS = {"learning_rate": 5.0e-4, "num_train_epochs": 5, "per_device_train_batch_size": 16}
 
 
 @BENCHMARKS.register("embedded")

@@ -86,9 +86,12 @@ def run(prog: str, script: str, args: argparse.Namespace, default_overrides: Seq
             return run_openunlearning(script, full, ou_root=str(root), cpu=args.cpu, python=args.python).returncode
         needed = needs_openunlearning(overrides)
         if needed:
+            group = needed.lstrip("+~").partition("=")[0].split("@")[0].strip("/")
+            local = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml")) if group != "experiment" else []
+            hint = f" (without it, {group}= is one of this package's configs: {', '.join(local)})" if local else ""
             print(
                 f"{prog}: error: '{needed}' needs OpenUnlearning: set {ENV_ROOT} (or --ou-root) to a checkout of "
-                "github.com/locuslab/open-unlearning (the directory containing src/train.py and configs/)",
+                f"github.com/locuslab/open-unlearning (the directory containing src/train.py and configs/){hint}",
                 file=sys.stderr,
             )
             return 2

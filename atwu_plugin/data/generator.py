@@ -643,12 +643,27 @@ REQUIRED_FIELDS = ("question", "answer")
 def load_split(path: Union[str, Path]) -> List[dict]:
     """Read a TOFU-style split: a JSON list of records or JSON Lines (one record per line).
 
-    Validates every record (``record i`` counts from 0, the dataset index) and raises
-    ``FileNotFoundError`` / ``ValueError`` messages that name the file."""
+    Validates every record (``record i`` counts from 0, the dataset index; JSON Lines
+    records also name their line) and raises ``FileNotFoundError`` / ``PermissionError`` /
+    ``ValueError`` messages that name the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory; expected a benchmark split file (JSON list or JSON Lines)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: benchmark split not found")
-    text = path.read_text(encoding="utf-8")
+    try:
+        data = path.read_bytes()
+    except PermissionError:
+        raise PermissionError(f"{path}: cannot read benchmark split (permission denied)") from None
+    except OSError as e:
+        raise OSError(f"{path}: cannot read benchmark split: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8-sig")  # tolerate a UTF-8 byte order mark
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path}: not UTF-8 text (invalid byte 0x{data[e.start]:02x} at line {line}); "
+                         "expected a JSON list or JSON Lines file") from None
+    lines = None  # JSON Lines: the line of each record
     if text.lstrip().startswith("["):
         try:
             records = json.loads(text)
@@ -656,37 +671,45 @@ def load_split(path: Union[str, Path]) -> List[dict]:
             raise ValueError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") \
                 from None
     else:  # JSON Lines
-        records = []
+        records, lines = [], []
         for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: malformed JSON at line {lineno}, column {e.colno}: {e.msg}") \
-                    from None
+                try:  # one pretty-printed JSON value rather than JSON Lines?
+                    whole = json.loads(text)
+                except json.JSONDecodeError:
+                    raise ValueError(f"{path}: malformed JSON at line {lineno}, column {e.colno}: {e.msg}") \
+                        from None
+                raise ValueError(f"{path}: expected a JSON list of records or JSON Lines, got a single "
+                                 f"{type(whole).__name__}") from None
+            lines.append(lineno)
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
     if not records:
         raise ValueError(f"{path}: empty split (no records)")
     expected = ", ".join(REQUIRED_FIELDS)
     for i, record in enumerate(records):
+        where = f"{path}: record {i}" + (f" (line {lines[i]})" if lines else "")
         if not isinstance(record, dict):
-            raise ValueError(f"{path}: record {i}: expected an object with keys {expected}, "
+            raise ValueError(f"{where}: expected an object with keys {expected}, "
                              f"got {type(record).__name__}")
         for key in REQUIRED_FIELDS:
             if key not in record:
-                raise ValueError(f"{path}: record {i}: missing field {key!r} (expected keys: {expected})")
+                raise ValueError(f"{where}: missing field {key!r} (expected keys: {expected})")
         if not isinstance(record["question"], str):
-            raise ValueError(f"{path}: record {i}: field 'question' must be a string")
+            raise ValueError(f"{where}: field 'question' must be a string, got {type(record['question']).__name__}")
         answer = record["answer"]
         is_list = isinstance(answer, list) and all(isinstance(a, str) for a in answer)
         if not (isinstance(answer, str) or is_list):
-            raise ValueError(f"{path}: record {i}: field 'answer' must be a string or a list of strings")
+            raise ValueError(f"{where}: field 'answer' must be a string or a list of strings, "
+                             f"got {type(answer).__name__}")
         for text_key, spans_key in (("answer", "spans"), ("paraphrased_answer", "paraphrased_spans")):
             if spans_key in record and isinstance(record.get(text_key), str):
                 try:
                     validate_spans(record[text_key], record[spans_key])
                 except ValueError as e:
-                    raise ValueError(f"{path}: record {i}: {spans_key!r} of {text_key!r}: {e}") from None
+                    raise ValueError(f"{where}: {spans_key!r} of {text_key!r}: {e}") from None
     return records

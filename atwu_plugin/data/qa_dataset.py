@@ -26,16 +26,26 @@ _SPANS_OF = {"spans": "answer", "paraphrased_spans": "paraphrased_answer"}
 class QADataset(Dataset):
     def __init__(self, records: Union[Sequence[dict], str, Path], tokenizer, template_args: dict,
                  max_length: int = 256, answer_key: str = "answer", spans_key: Optional[str] = "spans",
-                 question_key: str = "question"):
+                 question_key: str = "question", name: Optional[str] = None):
         if isinstance(records, (str, Path)):
+            name = name or str(records)
             records = load_split(records)
+        self.name = name or "QADataset"
         if spans_key in _SPANS_OF and _SPANS_OF[spans_key] != answer_key:
             raise ValueError(f"spans_key={spans_key!r} tiles {_SPANS_OF[spans_key]!r}, "
                              f"not answer_key={answer_key!r}; pass the matching spans key or spans_key=None")
         self.max_length = max_length
         self.n_truncated = 0
+        self.n_answer_lost = 0
         self.items = []
         for index, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise ValueError(f"{self.name}: record {index}: expected an object with keys "
+                                 f"{question_key}, {answer_key}, got {type(record).__name__}")
+            for key in (question_key, answer_key):
+                if key not in record:
+                    raise ValueError(f"{self.name}: record {index}: missing field {key!r} "
+                                     f"(expected keys: {question_key}, {answer_key})")
             answer = record[answer_key]
             spans = record.get(spans_key) if spans_key else None
             if isinstance(answer, str):
@@ -48,15 +58,19 @@ class QADataset(Dataset):
                                         None if spans is None else spans[i], index)
                         for i, a in enumerate(answer)}
             else:
-                raise TypeError(f"record {index}: {answer_key!r} must be a string or a list of strings")
+                raise TypeError(f"{self.name}: record {index}: {answer_key!r} must be a string or a list of strings")
             self.items.append(item)
-        if self.n_truncated:
-            logger.warning("%d of %d samples were truncated to max_length=%d tokens",
-                           self.n_truncated, len(self.items), max_length)
+        if self.n_truncated:  # counted per encoded answer (a list-valued answer counts each option)
+            lost = f"; {self.n_answer_lost} lost their whole answer (only the eos is left)" if self.n_answer_lost else ""
+            logger.warning("%s: %d of %d samples were truncated to max_length=%d tokens (the end of the answer is "
+                           "cut%s); raise max_length to keep it", self.name, self.n_truncated, len(self.items),
+                           max_length, lost)
 
     def _encode(self, tokenizer, template_args, question, answer, spans, index) -> dict:
         enc = encode_qa(tokenizer, template_args, question, answer, self.max_length, spans=spans)
         self.n_truncated += enc.truncated
+        # cut so hard that no answer token is left: the only target is the appended eos
+        self.n_answer_lost += bool(enc.truncated and answer and int((enc.labels[1:] != -100).sum()) <= 1)
         return enc.as_item(index)
 
     def __len__(self) -> int:
@@ -71,6 +85,8 @@ class ForgetRetainDataset(Dataset):
     depends only on ``(seed, i)``, so batches do not depend on worker order."""
 
     def __init__(self, forget: Dataset, retain: Dataset, seed: int = 0):
+        if len(forget) == 0:
+            raise ValueError("ForgetRetainDataset: the forget dataset is empty (nothing to unlearn)")
         if len(retain) == 0:
             raise ValueError("ForgetRetainDataset: the retain dataset is empty")
         self.forget, self.retain, self.seed = forget, retain, seed

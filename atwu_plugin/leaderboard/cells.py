@@ -31,7 +31,8 @@ def run_lite_cell(bench, trainer: str, overrides: dict, seed: int, out_dir: str,
     cfg = load_trainer_config(trainer, overrides, base_args=bench.trainer_args)
     if cfg["handler"] in PLUGIN_HANDLERS:
         method_args = cfg.setdefault("method_args", {})
-        method_args.setdefault("aux_model_path", bench.aux_model_path)
+        if method_args.get("aux_model_path") in (None, "???"):  # "???": OU's mandatory-value marker
+            method_args["aux_model_path"] = bench.aux_model_path
         if token_log_path:
             method_args.setdefault("token_log", {"path": str(token_log_path), "every": 10, "n_samples": 4})
     model = load_causal_lm(bench.model_path)

@@ -14,6 +14,7 @@ set's frozen features and reference log-probs (token-level NPO then needs no ref
 forward per step), and pre-fit the scorer on the initial conflicts.
 """
 
+import hashlib
 from dataclasses import asdict, dataclass, fields
 from typing import Callable, Iterable, Optional
 
@@ -100,6 +101,20 @@ def make_sketch(cfg: ATWUConfig, vocab_size: int):
     return ExactE(vocab_size)
 
 
+def sample_keys(batch: dict) -> list:
+    """Cache keys of a batch's samples: the dataset ``index`` when the collator passes it, else
+    a content hash of the sample's tokens (OU's default collator drops ``index``)."""
+    if batch.get("index") is not None:
+        return [int(i) for i in batch["index"].tolist()]
+    keys = []
+    mask = batch.get("attention_mask")
+    for b, ids in enumerate(batch["input_ids"]):
+        ids = ids[mask[b].bool()] if mask is not None else ids
+        digest = hashlib.blake2b(ids.to(torch.int64).cpu().numpy().tobytes(), digest_size=8).digest()
+        keys.append(int.from_bytes(digest, "little") >> 1)  # non-negative int64
+    return keys
+
+
 def _row_index(labels: torch.Tensor) -> torch.Tensor:
     """[B, T] -> row of each answer token in the row-major answer-token order (-1 elsewhere)."""
     mask = answer_mask(labels)
@@ -156,7 +171,7 @@ class ATWUWeighting:
         for batch in forget_batches:
             logits, hs = forward(batch)
             labels = batch["labels"]
-            idx = batch["index"].tolist()
+            idx = sample_keys(batch)
             mask = answer_mask(labels)
             logp = token_logprobs(logits, labels)
             self.ref_logp.put_batch(idx, logp[mask], mask.nonzero(), batch_size=len(idx))
@@ -193,7 +208,7 @@ class ATWUWeighting:
         batch, after the scorer's update on this step's conflicts."""
         cfg = self.cfg
         labels = batch["labels"]
-        idx = batch["index"].tolist()
+        idx = sample_keys(batch)
         mask = answer_mask(labels)
         if cfg.features == "frozen":
             feats_all = self.features.gather(idx, labels)

@@ -1,0 +1,279 @@
+"""Up-front checks that turn bad input into one clear error line before any training starts.
+
+Every check raises ``ValueError`` (``UnknownNameError``, a ``KeyError``, for unknown names)
+with a message naming the field, the value and what was expected. Host-independent: the
+lite host calls them in ``atwu_plugin.hosts.lite``; the OpenUnlearning host can call them
+from the trainer (see docs/reliability.md for the call sites).
+
+* ``validate_trainer_config(cfg)``: the handler, every ``method_args`` key and value
+  (forget loss / weighter / retain loss names and options, ranges, ATWU's settings) and the
+  ``args`` keys, by building the cheap loss/weighter objects, so that a typo or an
+  out-of-range value fails in milliseconds instead of after the models are loaded.
+* ``check_vocab(tokenizer, model)``: token ids the tokenizer can produce must index the
+  model's embedding and output tables (otherwise an ``IndexError`` deep inside the forward
+  on CPU, a device-side assert on CUDA).
+* ``check_has_answer_tokens(dataset, name)``: every sample has at least one answer token
+  (a label != -100 after position 0); a sample without one contributes nothing and makes
+  per-sample normalizers divide by zero.
+"""
+
+import dataclasses
+import difflib
+import inspect
+from typing import Iterable, Optional
+
+from atwu_plugin.registry import check_number
+
+IGNORE_INDEX = -100
+NONFINITE_MODES = ("stop", "skip")
+# method_args keys consumed by the host, not by the trainer class
+HOST_METHOD_ARGS = ("on_nonfinite",)
+# TrainingArguments that must be positive/non-negative numbers when given
+_ARG_RANGES = {
+    "learning_rate": dict(low=0),
+    "num_train_epochs": dict(low=0, low_open=True),
+    "per_device_train_batch_size": dict(low=1, integer=True),
+    "per_device_eval_batch_size": dict(low=1, integer=True),
+    "gradient_accumulation_steps": dict(low=1, integer=True),
+    "weight_decay": dict(low=0),
+    "warmup_steps": dict(low=0, integer=True),
+    "warmup_ratio": dict(low=0, high=1),
+    "max_grad_norm": dict(low=0),
+}
+
+
+# ---- trainer configs ------------------------------------------------------------------------
+def _init_params(cls) -> dict:
+    """Named parameters of ``cls.__init__`` (no self/*args/**kwargs)."""
+    params = inspect.signature(cls.__init__).parameters
+    return {n: p for n, p in params.items()
+            if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def _accepted_params(cls) -> dict:
+    """Named ``__init__`` parameters of ``cls``, following ``**kwargs`` up the MRO."""
+    out = {}
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters
+        out.update({n: p for n, p in params.items()
+                    if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in out})
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()) or klass is object:
+            break
+    return out
+
+
+def _unknown_keys(where: str, given: Iterable[str], known: Iterable[str], expected: Optional[str] = None) -> None:
+    """Raise for keys of ``given`` not in ``known``, listing the known ones (or ``expected``
+    when the list is too long to print) and the closest match of each unknown key."""
+    known = sorted(set(known))
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        hints = {k: difflib.get_close_matches(k, known, n=1) for k in unknown}
+        hint = "; ".join(f"did you mean {h[0]!r} for {k!r}?" for k, h in hints.items() if h)
+        raise ValueError(f"{where}: unknown key(s) {unknown}; expected {expected or 'some of: ' + ', '.join(known)}"
+                         + (f" ({hint})" if hint else ""))
+
+
+def _build_component(registry, spec, field: str, extra: Optional[dict] = None):
+    """Build ``spec`` (a name or ``{name: .., **options}``) from ``registry`` as the trainer
+    does, with ``field`` in every error message."""
+    from atwu_plugin.trainers.config import spec_name
+
+    name, kwargs = spec_name(spec, field)
+    cls = registry.get(name)  # UnknownNameError: lists the known names
+    params = _accepted_params(cls)
+    _unknown_keys(f"method_args.{field} ({registry.kind} {name!r})", kwargs, params)
+    # host-supplied values (e.g. the tokenizer's mask id) fill parameters left unset or null
+    kwargs = {**kwargs, **{k: v for k, v in (extra or {}).items() if k in params and kwargs.get(k) is None}}
+    try:
+        return cls(**kwargs)
+    except ValueError as err:
+        raise ValueError(f"method_args.{field}: {err}") from None
+    except TypeError as err:
+        raise ValueError(f"method_args.{field} ({registry.kind} {name!r}): {err}") from None
+
+
+def validate_trainer_config(cfg: dict, source: str = "trainer config") -> dict:
+    """Check a lite/OU trainer config (``handler``, ``method_args``, ``args``) without
+    building a trainer or loading a model; returns ``cfg`` unchanged.
+
+    Unknown handler / forget loss / weighter / retain loss names raise ``UnknownNameError``
+    listing the known ones; unknown keys and out-of-range values raise ``ValueError`` naming
+    ``method_args.<field>`` (or ``args.<field>``), the value and the expected range."""
+    from atwu_plugin.trainers import get_trainer_class
+
+    handler = cfg.get("handler")
+    if not isinstance(handler, str) or not handler:
+        raise ValueError(f"{source}: field 'handler' must be a trainer class name, got {handler!r}")
+    cls = get_trainer_class(handler)
+    method_args = dict(cfg.get("method_args") or {})
+    _validate_training_args(cfg.get("args") or {})
+
+    mode = method_args.get("on_nonfinite", "stop")
+    if mode not in NONFINITE_MODES:
+        raise ValueError(f"method_args.on_nonfinite={mode!r}: expected one of {', '.join(NONFINITE_MODES)}")
+    if not cls.__module__.startswith("atwu_plugin."):
+        return cfg  # a third-party trainer: its own constructor validates its arguments
+
+    from transformers import Trainer
+
+    from atwu_plugin.losses.forget import FORGET_LOSSES
+    from atwu_plugin.losses.reduce import check_normalizer
+    from atwu_plugin.losses.retain import RETAIN_LOSSES
+    from atwu_plugin.trainers.token_weighted import TokenWeightedUnlearn
+    from atwu_plugin.weighting import WEIGHTERS
+
+    known = set(HOST_METHOD_ARGS)
+    for klass in cls.__mro__:
+        if klass is Trainer or not issubclass(klass, Trainer):
+            break
+        if "__init__" in vars(klass):
+            known |= set(_init_params(klass)) - {"evaluators", "template_args"}
+    atwu_keys = set()
+    try:
+        from atwu_plugin.trainers.atwu import ATWU
+        from atwu_plugin.weighting.atwu import ATWUConfig
+    except ImportError:  # pragma: no cover - only while ATWU is being developed
+        ATWU = None
+    if ATWU is not None and issubclass(cls, ATWU):
+        atwu_keys = {f.name for f in dataclasses.fields(ATWUConfig)}
+        known |= atwu_keys | {"weighter"}  # ATWU ignores a weighter: it computes its own weights
+    _unknown_keys(f"method_args of {handler}", method_args, known)
+    if atwu_keys:
+        from atwu_plugin.trainers.config import plain
+
+        ATWUConfig.from_dict({k: plain(v) for k, v in method_args.items() if k in atwu_keys})
+
+    if not issubclass(cls, TokenWeightedUnlearn):
+        return cfg
+    is_atwu = bool(atwu_keys)
+    defaults = {n: p.default for n, p in _init_params(cls).items()}
+    defaults.update({n: p.default for n, p in _init_params(TokenWeightedUnlearn).items() if n not in defaults})
+    normalizer = method_args.get("normalizer", defaults.get("normalizer", "batch_tokens"))
+    if "normalizer" in method_args:
+        try:
+            check_normalizer(normalizer)
+        except ValueError as err:
+            raise ValueError(f"method_args.normalizer: {err}") from None
+    forget = method_args.get("forget_loss") or (
+        {"name": "npo_token", "beta": 1.0} if is_atwu else defaults.get("forget_loss", "ga"))
+    _build_component(FORGET_LOSSES, forget, "forget_loss", {"normalizer": normalizer})
+    if not is_atwu:
+        _build_component(WEIGHTERS, method_args.get("weighter", defaults.get("weighter", "uniform")),
+                         "weighter", {"mask_token_id": 0})  # the trainer fills in the tokenizer's id
+    _build_component(RETAIN_LOSSES, method_args.get("retain_loss", defaults.get("retain_loss", "nll")),
+                     "retain_loss")
+    for key in ("gamma", "alpha"):
+        if key in method_args:
+            check_number("method_args", key, method_args[key], low=0)
+    return cfg
+
+
+def _validate_training_args(args: dict) -> None:
+    from transformers import TrainingArguments
+
+    if not isinstance(args, dict):
+        raise ValueError(f"args: expected a mapping of TrainingArguments, got {type(args).__name__}")
+    _unknown_keys("args", args, [f.name for f in dataclasses.fields(TrainingArguments) if f.init],
+                  expected="fields of transformers.TrainingArguments")
+    for key, rng in _ARG_RANGES.items():
+        if args.get(key) is not None:
+            check_number("args", key, args[key], **rng)
+
+
+def make_benchmark(name: str, options: Optional[dict] = None):
+    """``get_benchmark(name, **options)`` with unknown options named and the known ones
+    listed (instead of a constructor ``TypeError``)."""
+    from atwu_plugin.benchmarks import BENCHMARKS, get_benchmark
+
+    options = dict(options or {})
+    try:
+        return get_benchmark(name, **options)
+    except TypeError:
+        known = _accepted_params(BENCHMARKS.get(name))
+        unknown = sorted(set(options) - set(known))
+        if not unknown:
+            raise
+        raise ValueError(f"benchmark {name}: unknown option(s) {', '.join('benchmark.' + k for k in unknown)}; "
+                         f"expected some of: {', '.join('benchmark.' + k for k in known)}") from None
+
+
+# ---- models and tokenizers -------------------------------------------------------------------
+def _rows(module) -> Optional[int]:
+    weight = getattr(module, "weight", None)
+    return None if weight is None else int(weight.shape[0])
+
+
+def check_vocab(tokenizer, model, what: str = "model") -> None:
+    """Raise if the tokenizer can produce ids the model cannot embed or predict.
+
+    ``len(tokenizer)`` (base vocabulary + added tokens) must be <= the rows of the model's
+    input embedding and output (lm_head) tables; a larger model table (padded vocabulary)
+    is fine. Special token ids are checked too."""
+    n_tok = len(tokenizer)
+    sizes = {}
+    get_in = getattr(model, "get_input_embeddings", None)
+    get_out = getattr(model, "get_output_embeddings", None)
+    if get_in is not None and get_in() is not None:
+        sizes["input embedding"] = _rows(get_in())
+    if get_out is not None and get_out() is not None:
+        sizes["output embedding (lm_head)"] = _rows(get_out())
+    config_vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if not any(sizes.values()) and config_vocab is not None:
+        sizes["config.vocab_size"] = int(config_vocab)
+    for table, rows in sizes.items():
+        if rows is not None and n_tok > rows:
+            raise ValueError(
+                f"tokenizer/model vocabulary mismatch: the tokenizer has {n_tok} tokens (ids 0..{n_tok - 1}) "
+                f"but the {what}'s {table} has {rows} rows (config.vocab_size={config_vocab}); "
+                f"ids >= {rows} would index out of range. Use the tokenizer the {what} was trained with "
+                "(or resize its embeddings)")
+    limit = min((r for r in sizes.values() if r is not None), default=None)
+    if limit is not None:
+        for attr in ("pad_token_id", "eos_token_id", "bos_token_id", "unk_token_id"):
+            tid = getattr(tokenizer, attr, None)
+            if isinstance(tid, int) and tid >= limit:
+                raise ValueError(f"tokenizer/model vocabulary mismatch: tokenizer.{attr}={tid} but the {what} "
+                                 f"has {limit} embedding rows (ids must be < {limit})")
+
+
+# ---- datasets --------------------------------------------------------------------------------
+def _leaf_items(item, path=()):
+    """``(key path, leaf item)`` for an item or a dict of items ({0: .., 1: ..})."""
+    if isinstance(item, dict) and "labels" not in item and "input_ids" not in item:
+        for key, sub in item.items():
+            yield from _leaf_items(sub, path + (key,))
+    else:
+        yield path, item
+
+
+def check_has_answer_tokens(dataset, name: str = "train") -> None:
+    """Raise a ``ValueError`` naming the first sample (its position and ``index``) whose
+    labels mask every position: it has no answer token to unlearn or retain.
+
+    A forget/retain pair dataset (``.forget`` and ``.retain`` attributes, as
+    ``ForgetRetainDataset`` and OU's) is checked part by part; an empty dataset is an error.
+    Costs one pass over the items (free for ``QADataset``, which encodes up front)."""
+    if hasattr(dataset, "forget") and hasattr(dataset, "retain"):
+        check_has_answer_tokens(dataset.forget, "forget" if name == "train" else f"{name}.forget")
+        check_has_answer_tokens(dataset.retain, "retain" if name == "train" else f"{name}.retain")
+        return
+    n = len(dataset)
+    if n == 0:
+        raise ValueError(f"{name} dataset is empty: expected at least one sample")
+    for i in range(n):
+        for path, item in _leaf_items(dataset[i]):
+            labels = item.get("labels") if isinstance(item, dict) else None
+            if labels is None:
+                continue
+            labels = labels.tolist() if hasattr(labels, "tolist") else list(labels)
+            if not any(y != IGNORE_INDEX for y in labels[1:]):
+                where = "".join(f"[{k}]" for k in path)
+                index = item.get("index", i)
+                raise ValueError(
+                    f"{name} dataset: sample {i}{where} (index {int(index)}) has no answer token: all "
+                    f"{len(labels)} labels are {IGNORE_INDEX} (masked). The prompt probably fills max_length; "
+                    "raise max_length or remove the sample")
