@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export ATWU_CACHE_DIR ?= $(CURDIR)/.cache/atwu
 
-.PHONY: setup demo test test-fast test-slow bench clean
+.PHONY: setup demo test test-fast test-slow bench clean results-embedded regress
 
 setup: $(STAMP)
 
@@ -34,3 +34,14 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .cache outputs
+
+# docs/results/embedded.md: every method x 3 seeds on the embedded benchmark (~25 min on 2 cores)
+results-embedded: setup
+	$(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/embedded.yaml --output-dir outputs/results/embedded
+	$(BIN)/python scripts/results_doc.py outputs/results/embedded docs/results/embedded.md \
+		--title "Embedded benchmark (forget10), all methods" --command "make results-embedded"
+
+# CI regression check of reported scores (also run by the test suite)
+regress: setup
+	$(BIN)/atwu-leaderboard tests/regression/quick.yaml
+	$(BIN)/atwu-regress --reference tests/regression/quick_reference.json --results outputs/regression/quick/results.json

@@ -258,8 +258,9 @@ def check_has_answer_tokens(dataset, name: str = "train") -> None:
     ``ForgetRetainDataset`` and OU's) is checked part by part; an empty dataset is an error.
     Costs one pass over the items (free for ``QADataset``, which encodes up front)."""
     if hasattr(dataset, "forget") and hasattr(dataset, "retain"):
-        check_has_answer_tokens(dataset.forget, "forget" if name == "train" else f"{name}.forget")
-        check_has_answer_tokens(dataset.retain, "retain" if name == "train" else f"{name}.retain")
+        for part in ("forget", "retain"):
+            if getattr(dataset, part) is not None:  # OU's pair dataset may have no retain set
+                check_has_answer_tokens(getattr(dataset, part), part if name == "train" else f"{name}.{part}")
         return
     n = len(dataset)
     if n == 0:

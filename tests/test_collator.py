@@ -128,3 +128,67 @@ def test_forget_retain_pairs_are_deterministic(tok, bench):
     assert pairs[4]["forget"] is forget[4]
     batch = TokenLabelCollator(tok.pad_token_id)([pairs[0], pairs[1]])
     assert batch["forget"]["input_ids"].shape[0] == 2 and batch["retain"]["labels"].shape[0] == 2
+
+
+# ---- reliability: fuzzed batches ---------------------------------------------------------------
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from atwu_plugin.data.encoding import encode_qa  # noqa: E402
+from atwu_plugin.data.labels import KIND_SHARED, KIND_TEMPLATE  # noqa: E402
+
+PROPERTY = settings(max_examples=100, deadline=None)
+KINDS = [KIND_IGNORE, KIND_TEMPLATE, KIND_SPECIFIC, KIND_SHARED]
+
+
+@st.composite
+def raw_items(draw):
+    n = draw(st.integers(1, 12))  # length-1 sequences included
+    ids = draw(st.lists(st.integers(0, 50), min_size=n, max_size=n))
+    labels = [draw(st.sampled_from([-100, x])) for x in ids]
+    kinds = [draw(st.sampled_from([KIND_NONE, *KINDS])) for _ in ids]
+    return _item(ids, labels, kinds, draw(st.integers(0, 10**6)))
+
+
+@PROPERTY
+@given(items=st.lists(raw_items(), min_size=1, max_size=6), pad=st.integers(0, 50),
+       side=st.sampled_from(["right", "left"]))
+def test_any_batch_pads_without_touching_the_items(items, pad, side):
+    batch = TokenLabelCollator(pad_token_id=pad, padding_side=side)(items)
+    width = max(len(i["input_ids"]) for i in items)
+    assert batch["input_ids"].shape == (len(items), width)
+    for row, item in enumerate(items):
+        n = len(item["input_ids"])
+        real = slice(0, n) if side == "right" else slice(width - n, width)
+        fill = slice(n, width) if side == "right" else slice(0, width - n)
+        for key, value in (("input_ids", pad), ("labels", -100), ("attention_mask", 0), ("token_kind", KIND_NONE)):
+            assert torch.equal(batch[key][row, real], item[key]), key
+            assert (batch[key][row, fill] == value).all(), key
+    assert batch["index"].tolist() == [i["index"] for i in items]
+    # the attention mask comes from lengths, never from comparing ids with the pad id
+    assert batch["attention_mask"].sum().item() == sum(len(i["input_ids"]) for i in items)
+
+
+UNICODE = st.text(st.characters(codec="utf-8"), max_size=30)  # empty answers included
+
+
+@st.composite
+def records(draw):
+    answer = draw(UNICODE)
+    cut = draw(st.integers(0, len(answer)))  # spans touching both edges, possibly zero-width
+    kinds = draw(st.lists(st.sampled_from(KINDS), min_size=2, max_size=2))
+    return {"question": draw(UNICODE), "answer": answer,
+            "spans": [[0, cut, kinds[0]], [cut, len(answer), kinds[1]]]}
+
+
+@PROPERTY
+@given(recs=st.lists(records(), min_size=1, max_size=5), max_length=st.integers(2, 48))
+def test_unicode_records_batch_with_aligned_labels_and_kinds(tok, recs, max_length):
+    items = [encode_qa(tok, ARGS, r["question"], r["answer"], max_length, spans=r["spans"]).as_item(i)
+             for i, r in enumerate(recs)]
+    batch = TokenLabelCollator(tok.pad_token_id)(items)
+    answer = batch["labels"] != -100
+    answer[:, 0] = False
+    assert torch.equal(answer, batch["token_kind"] != KIND_NONE)  # kinds exactly on answer tokens
+    assert (answer.sum(1) >= 1).all()  # every sample keeps at least its eos target, even if cut
+    for row, item in enumerate(items):
+        assert batch["labels"][row, len(item["labels"]) - 1] == tok.eos_token_id

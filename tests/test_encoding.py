@@ -192,3 +192,43 @@ def test_errors(tok):
         encode_qa(tok, ARGS, "q", "a\ud800")
     with pytest.raises(ValueError, match="unknown kind"):
         encode_qa(tok, ARGS, "q", "abc", spans=[[0, 3, 7]])
+
+
+# ---- reliability: truncation boundaries and edge spans, as properties ----------------------------
+@PROPERTY
+@given(question=questions, data=answers_with_spans(), delta=st.integers(-3, 1))
+def test_truncation_boundary_keeps_the_prefix_and_the_eos(tok, question, data, delta):
+    """At and around the exact length: the flag is exact, the kept tokens keep the labels and
+    kinds they have untruncated, the last label is the eos (kind template)."""
+    answer, spans = data
+    full = encode_qa(tok, ARGS, question, answer, max_length=1024, spans=spans)
+    n = len(tok(wrap_prompt(ARGS, question) + answer)["input_ids"])
+    max_length = max(2, n + delta)
+    cut = encode_qa(tok, ARGS, question, answer, max_length=max_length, spans=spans)
+    assert cut.truncated == (n > max_length)
+    m = min(n, max_length)
+    appended = int(full.input_ids[m - 1] != tok.eos_token_id)  # the text itself may end with the eos
+    assert len(cut.input_ids) == m + appended
+    assert cut.input_ids[:m].tolist() == full.input_ids[:m].tolist()
+    assert cut.labels[:m].tolist() == full.labels[:m].tolist()
+    assert cut.token_kind[:m].tolist() == full.token_kind[:m].tolist()
+    assert cut.labels[-1] == tok.eos_token_id and cut.token_kind[-1] == KIND_TEMPLATE
+
+
+@PROPERTY
+@given(question=questions, data=answers_with_spans())
+def test_zero_width_spans_at_the_edges_change_nothing(tok, question, data):
+    answer, spans = data
+    padded = [[0, 0, KIND_SPECIFIC], *spans, [len(answer), len(answer), KIND_SPECIFIC]]
+    plain = encode_qa(tok, ARGS, question, answer, spans=[s for s in spans if s[0] < s[1]])
+    edged = encode_qa(tok, ARGS, question, answer, spans=padded)
+    assert edged.token_kind.tolist() == plain.token_kind.tolist()
+
+
+@PROPERTY
+@given(question=questions, max_length=st.integers(2, 40))
+def test_empty_answer_has_only_the_eos_target(tok, question, max_length):
+    enc = encode_qa(tok, ARGS, question, "", max_length=max_length, spans=[])
+    answer = [t for t, y in enumerate(enc.labels.tolist()) if y != -100 and t > 0]
+    assert answer == [len(enc.labels) - 1] and enc.labels[-1] == tok.eos_token_id
+    assert enc.token_kind[-1] == KIND_TEMPLATE and (enc.token_kind[:-1] == KIND_NONE).all()

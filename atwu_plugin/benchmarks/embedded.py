@@ -86,7 +86,7 @@ class EmbeddedBenchmark:
 
     def train_datasets(self, tokenizer):
         self.prepare()
-        make = lambda split: QADataset(self.splits[split], tokenizer, self.template_args, max_length=self.max_length)  # noqa: E731
+        make = lambda split: QADataset(self.splits[split], tokenizer, self.template_args, max_length=self.max_length, name=split)  # noqa: E731
         return make(self.forget_split), make(self.retain_split)
 
     def eval_splits(self) -> dict:

@@ -61,9 +61,9 @@ class QADataset(Dataset):
                 raise TypeError(f"{self.name}: record {index}: {answer_key!r} must be a string or a list of strings")
             self.items.append(item)
         if self.n_truncated:  # counted per encoded answer (a list-valued answer counts each option)
-            lost = f"; {self.n_answer_lost} lost their whole answer (only the eos is left)" if self.n_answer_lost else ""
-            logger.warning("%s: %d of %d samples were truncated to max_length=%d tokens (the end of the answer is "
-                           "cut%s); raise max_length to keep it", self.name, self.n_truncated, len(self.items),
+            lost = f", {self.n_answer_lost} of them entirely (only the eos is left)" if self.n_answer_lost else ""
+            logger.warning("%s: %d of %d samples were truncated to max_length=%d tokens: the end of the answer is "
+                           "cut%s; raise max_length to keep it", self.name, self.n_truncated, len(self.items),
                            max_length, lost)
 
     def _encode(self, tokenizer, template_args, question, answer, spans, index) -> dict:

@@ -113,6 +113,10 @@ def build_trainer(trainer_cfg: dict, model, tokenizer, forget_ds, retain_ds, out
         template_args=template_args,
         **method_args,
     )
+    # the per-step loss dicts stay in trainer.state.log_history instead of flooding stdout
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
     install_nonfinite_guard(trainer, host_args.get("on_nonfinite", "stop"))
     return trainer
 
@@ -165,7 +169,6 @@ def run_lite(args) -> int:
     import json
     import sys
 
-    from atwu_plugin.benchmarks import get_benchmark
     from atwu_plugin.utils.atomic import atomic_write_json
 
     prog = "atwu-unlearn" if args.script == "train" else "atwu-eval"

@@ -35,7 +35,10 @@ class PluginUnlearnTrainer(Trainer):
     # True when rebased on OU's trainer, whose __init__ takes evaluators/template_args itself.
     _passes_eval_kwargs = False
 
-    def __init__(self, *args, evaluators=None, template_args=None, **kwargs):
+    def __init__(self, *args, evaluators=None, template_args=None, on_nonfinite: str = "stop", **kwargs):
+        from atwu_plugin.guards import check_has_answer_tokens, check_vocab
+        from atwu_plugin.trainers.guards import install_nonfinite_guard
+
         self.evaluators = evaluators
         self.template_args = template_args
         kwargs = _adapt_tokenizer_kwarg(kwargs)
@@ -43,6 +46,12 @@ class PluginUnlearnTrainer(Trainer):
             super().__init__(*args, evaluators=evaluators, template_args=template_args, **kwargs)
         else:
             super().__init__(*args, **kwargs)
+        # fail before training, with sizes/sample named, not with an index error mid-run
+        if self.host_tokenizer is not None:
+            check_vocab(self.host_tokenizer, self.model)
+        if self.train_dataset is not None:
+            check_has_answer_tokens(self.train_dataset)
+        install_nonfinite_guard(self, on_nonfinite)
 
     @property
     def host_tokenizer(self):

@@ -53,12 +53,19 @@ def last_checkpoint(output_dir: str, max_step: Optional[int] = None) -> Optional
 
 
 def _grads_finite(grads) -> bool:
-    # one norm per tensor (no gradient-sized temporaries), one device sync in total
-    try:
-        norms = torch._foreach_norm(grads)
-    except (AttributeError, RuntimeError):  # pragma: no cover - very old torch / mixed devices
-        norms = [g.norm() for g in grads]
-    return bool(torch.isfinite(torch.stack([n.float().cpu() for n in norms])).all())
+    """One norm per gradient (no gradient-sized temporaries), one host sync per device. A
+    norm that overflows to inf counts as non-finite too (clipping would zero the update)."""
+    by_device = {}
+    for g in grads:
+        by_device.setdefault(g.device, []).append(g)
+    flags = []
+    for group in by_device.values():
+        try:
+            norms = torch._foreach_norm(group)
+        except (AttributeError, RuntimeError):  # pragma: no cover - old torch / unusual layouts
+            norms = [g.norm() for g in group]
+        flags.append(torch.isfinite(torch.stack([n.float() for n in norms])).all())
+    return all(bool(f) for f in flags)
 
 
 class NonFiniteLossGuard(TrainerCallback):
@@ -116,7 +123,8 @@ def _short_list(xs, n: int = 10) -> str:
     return ", ".join(map(str, xs[:n])) + (", ..." if len(xs) > n else "")
 
 
-def install_nonfinite_guard(trainer, on_nonfinite: str = "stop", max_skips: Optional[int] = None) -> NonFiniteLossGuard:
+def install_nonfinite_guard(trainer, on_nonfinite: str = "stop",
+                            max_skips: Optional[int] = None) -> NonFiniteLossGuard:
     """Add a ``NonFiniteLossGuard`` to ``trainer`` (or reconfigure the one it has); idempotent."""
     for cb in trainer.callback_handler.callbacks:
         if isinstance(cb, NonFiniteLossGuard):

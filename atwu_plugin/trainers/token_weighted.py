@@ -66,7 +66,8 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
 
         params = inspect.signature(WEIGHTERS.get(name).__init__).parameters
         tok = self.host_tokenizer
-        if "mask_token_id" in params and kwargs.get("mask_token_id") is None and tok is not None:
+        takes_it = "mask_token_id" in params or "mask_token_id" in kwargs
+        if takes_it and kwargs.get("mask_token_id") is None and tok is not None:
             kwargs = {**kwargs, "mask_token_id": tok.unk_token_id if tok.unk_token_id is not None else tok.pad_token_id}
         return kwargs
 
@@ -77,7 +78,10 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
             )
         from atwu_plugin.zoo.loading import load_causal_lm
 
+        from atwu_plugin.guards import check_vocab
+
         aux = load_causal_lm(path)
+        check_vocab(self.host_tokenizer, aux, what=f"aux model {path}")
         return self.frozen_copy(aux)
 
     def _setup_weighter(self, model):

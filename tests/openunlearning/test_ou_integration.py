@@ -175,6 +175,52 @@ def test_unlearning_inside_openunlearning_lowers_forget_probability(ou_env, zoo,
     assert after < 0.8 * target_forget_prob, (trainer, target_forget_prob, after)
 
 
+def test_stock_tofu_experiment_with_atwu_and_default_collator(ou_env, zoo, data_dir, target_forget_prob):
+    """OU's stock `experiment=unlearn/tofu/default trainer=ATWU`: OU's default collator drops
+    the dataset `index`, so ATWU keys its per-sample caches by a content hash of the tokens.
+    Only the model (the tiny target), the data directory (+local_data) and CPU-sized training
+    arguments are overridden; the experiment, collator and data configs are OU's."""
+    name = "stock_tofu_ATWU"
+    out = ou_env["saves"] / name
+    _run(
+        ou_env,
+        "train",
+        [
+            "--config-name=unlearn.yaml",
+            "experiment=unlearn/tofu/default",
+            "trainer=ATWU",
+            "+local_data=default",
+            f"paths.local_data={data_dir}",
+            "model=atwu_tiny",
+            f"model.path={zoo.target}",
+            # the stock experiment sets the hub model id in its own body, after the model config
+            f"model.model_args.pretrained_model_name_or_path={zoo.target}",
+            f"task_name={name}",
+            f"paths.output_dir={out}",
+            # CPU/tiny-model sizing (OU's experiment is sized for a 1B model on GPUs;
+            # warmup_epochs divides by torch.cuda.device_count())
+            "trainer.args.warmup_epochs=0",
+            "trainer.args.learning_rate=1e-3",
+            "trainer.args.lr_scheduler_type=constant",
+            "trainer.args.gradient_accumulation_steps=1",
+            "trainer.args.num_train_epochs=2",
+            "trainer.args.report_to=none",
+            "trainer.args.do_eval=false",
+            "trainer.args.eval_on_start=false",
+            "trainer.args.eval_strategy=no",
+        ],
+    )
+    assert (out / "model.safetensors").is_file()
+    import yaml
+
+    composed = yaml.safe_load((out / ".hydra" / "config.yaml").read_text())
+    assert composed["trainer"]["handler"] == "ATWU"
+    assert composed["collator"] == {"DataCollatorForSupervisedDataset": {"handler": "DataCollatorForSupervisedDataset", "args": {"padding_side": "right"}}}
+    assert composed["data"]["forget"]["TOFU_QA_forget"]["args"]["hf_args"]["path"] == str(data_dir)
+    after = _evaluate(ou_env, data_dir, out, name)["forget_Q_A_Prob"]
+    assert after < 0.8 * target_forget_prob, (target_forget_prob, after)
+
+
 def test_third_party_method_from_entry_point(ou_env, zoo, data_dir, target_forget_prob):
     probe = _ou_python_check("import last_token_ga.trainer, last_token_ga.configs")
     if probe.returncode != 0:
@@ -238,3 +284,53 @@ def test_full_tofu_evaluator(ou_env, zoo, data_dir):
     summary = _evaluate(ou_env, data_dir, zoo.target, "target_full", overrides=[f"retain_logs_path={logs}"])
     for key in ("forget_quality", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "model_utility", "forget_truth_ratio"):
         assert summary.get(key) is not None, key
+    _check_lite_parity(zoo, data_dir, ou_env["saves"] / "eval_target_full" / "TOFU_EVAL.json", ou_env["saves"] / "lite_cache")
+
+
+def _check_lite_parity(zoo, data_dir, ou_eval_json, cache_dir, tol=1e-3):
+    """atwu_plugin's LiteEvaluator (no OU code) on the same model and the same exported records
+    that OU's eval.py read, with OU's settings (max_length 512, greedy, 200 new tokens, batch
+    16): every TOFU number, including the pre-computed terms of model_utility in
+    TOFU_EVAL.json, agrees within ``tol``. The retain model's reference truth ratios are the
+    lite evaluator's own (not OU's logs), so forget_quality is checked end to end too."""
+    import datasets
+
+    from atwu_plugin.evals.lite_eval import LiteEvaluator
+    from atwu_plugin.zoo.loading import load_causal_lm, load_tokenizer
+
+    def records(name):
+        ds = datasets.load_dataset(str(data_dir), name=name, split="train", cache_dir=str(cache_dir))
+        return [dict(r) for r in ds]
+
+    ou_logs = json.loads(Path(ou_eval_json).read_text())
+    splits = {
+        "forget": records("forget10_perturbed"),
+        "retain": records("retain_perturbed"),
+        "ra": records("real_authors_perturbed"),
+        "wf": records("world_facts_perturbed"),
+    }
+    tok = load_tokenizer(zoo.target)
+    evaluator = LiteEvaluator(
+        tok,
+        zoo.template_args,
+        splits,
+        retain_model=load_causal_lm(zoo.retain["retain90"]),
+        batch_size=16,
+        max_new_tokens=200,
+        max_length=512,
+        progress=False,
+    )
+    lite = evaluator.evaluate(load_causal_lm(zoo.target))["ou"]
+    diffs = {}
+    for key, value in lite.items():
+        ou_value = (ou_logs.get(key) or {}).get("agg_value")
+        if ou_value is None:
+            continue
+        diffs[key] = abs(float(value) - float(ou_value))
+    print("lite vs OU eval.py, |difference| per metric:", json.dumps(diffs, indent=1, sort_keys=True))
+    print(f"lite vs OU eval.py: max |difference| = {max(diffs.values()):.3g} over {len(diffs)} metrics")
+    expected = {"forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio", "forget_quality", "model_utility",
+                "retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_Truth_Ratio", "ra_Q_A_Prob_normalised",
+                "ra_Q_A_ROUGE", "ra_Truth_Ratio", "wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE", "wf_Truth_Ratio"}
+    assert expected <= set(diffs), sorted(expected - set(diffs))
+    assert max(diffs.values()) <= tol, {k: v for k, v in diffs.items() if v > tol}

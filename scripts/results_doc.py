@@ -1,0 +1,57 @@
+"""Write docs/results/<name>.md from a finished leaderboard output directory.
+
+    python scripts/results_doc.py OUTPUT_DIR docs/results/NAME.md --command "the command that made it"
+
+The page holds the command, the environment, the leaderboard table (mean ± std over seeds,
+ranks, Pareto marks) and the trade-off plot, copied next to the page.
+"""
+
+import argparse
+import json
+import platform
+import shutil
+from pathlib import Path
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("output_dir")
+    p.add_argument("page")
+    p.add_argument("--command", required=True)
+    p.add_argument("--title", default=None)
+    args = p.parse_args()
+    out, page = Path(args.output_dir), Path(args.page)
+    results = json.loads((out / "results.json").read_text())
+    runs = results.get("runs") or [r for b in results.get("benchmarks", []) for r in b["runs"]]
+    seeds = sorted({r["seed"] for r in runs})
+    wall = sum(r.get("wall_s", 0.0) for r in runs)
+    import torch
+    import transformers
+
+    lines = [
+        f"# {args.title or page.stem}",
+        "",
+        "Produced by (rerun to reproduce; same seed and config give the same numbers on CPU):",
+        "",
+        "```bash",
+        args.command,
+        "```",
+        "",
+        f"Seeds {seeds}; {len(runs)} runs, {wall / 60:.1f} min of unlearning+evaluation on "
+        f"{platform.processor() or platform.machine()} (torch {torch.__version__}, transformers {transformers.__version__}).",
+        "",
+        (out / "leaderboard.md").read_text().strip(),
+        "",
+    ]
+    page.parent.mkdir(parents=True, exist_ok=True)
+    png = out / "tradeoff.png"
+    if png.exists():
+        dest = page.with_name(page.stem + "_tradeoff.png")
+        shutil.copyfile(png, dest)
+        lines += [f"![forget quality vs model utility]({dest.name})", ""]
+    page.write_text("\n".join(lines))
+    print(f"wrote {page}")
+
+
+if __name__ == "__main__":
+    main()
