@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export ATWU_CACHE_DIR ?= $(CURDIR)/.cache/atwu
 
-.PHONY: setup demo test test-fast test-slow bench clean results-embedded regress
+.PHONY: setup demo test test-fast test-slow bench clean results-embedded results-ablation regress
 
 setup: $(STAMP)
 
@@ -45,3 +45,9 @@ results-embedded: setup
 regress: setup
 	$(BIN)/atwu-leaderboard tests/regression/quick.yaml
 	$(BIN)/atwu-regress --reference tests/regression/quick_reference.json --results outputs/regression/quick/results.json
+
+# docs/results/atwu_ablation.md: ATWU design choices, one at a time (~10 min on 2 cores)
+results-ablation: setup
+	$(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/atwu_ablation.yaml --output-dir outputs/results/atwu_ablation
+	$(BIN)/python scripts/results_doc.py outputs/results/atwu_ablation docs/results/atwu_ablation.md \
+		--title "ATWU ablation (embedded benchmark, forget10)" --command "make results-ablation"
