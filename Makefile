@@ -24,7 +24,7 @@ demo: setup
 	$(BIN)/atwu-demo --output-dir outputs/demo
 
 test: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=8
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
@@ -39,7 +39,7 @@ clean:
 results-embedded: setup
 	$(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/embedded.yaml --output-dir outputs/results/embedded
 	$(BIN)/python scripts/results_doc.py outputs/results/embedded docs/results/embedded.md \
-		--title "Embedded benchmark (forget10), all methods" --command "make results-embedded"
+		--title "Embedded benchmark (forget10), all methods, 3 seeds" --command "make results-embedded" --notes docs/results/embedded_notes.md
 
 # CI regression check of reported scores (also run by the test suite)
 regress: setup

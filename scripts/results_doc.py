@@ -19,6 +19,7 @@ def main():
     p.add_argument("page")
     p.add_argument("--command", required=True)
     p.add_argument("--title", default=None)
+    p.add_argument("--notes", default=None, help="a hand-written Markdown file appended as 'Reading the table'")
     args = p.parse_args()
     out, page = Path(args.output_dir), Path(args.page)
     results = json.loads((out / "results.json").read_text())
@@ -40,7 +41,10 @@ def main():
         f"Seeds {seeds}; {len(runs)} runs, {wall / 60:.1f} min of unlearning+evaluation on "
         f"{platform.processor() or platform.machine()} (torch {torch.__version__}, transformers {transformers.__version__}).",
         "",
-        (out / "leaderboard.md").read_text().strip(),
+        # the leaderboard's own links point into its output dir: keep only the tables
+        "\n".join(line.replace("# Leaderboard", "## Leaderboard", 1) if line.startswith("# ") else line
+                  for line in (out / "leaderboard.md").read_text().strip().splitlines()
+                  if not line.startswith(("![", "- [token weights"))),
         "",
     ]
     page.parent.mkdir(parents=True, exist_ok=True)
@@ -49,6 +53,8 @@ def main():
         dest = page.with_name(page.stem + "_tradeoff.png")
         shutil.copyfile(png, dest)
         lines += [f"![forget quality vs model utility]({dest.name})", ""]
+    if args.notes:
+        lines += ["## Reading the table", "", Path(args.notes).read_text().strip(), ""]
     page.write_text("\n".join(lines))
     print(f"wrote {page}")
 

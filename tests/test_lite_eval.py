@@ -350,6 +350,11 @@ def ou_metrics():
     root = os.environ.get("OPEN_UNLEARNING_ROOT")
     if not root or not os.path.isdir(os.path.join(root, "src", "evals", "metrics")):
         pytest.skip("set OPEN_UNLEARNING_ROOT to an OpenUnlearning checkout")
+    # third-party packages OU's modules pull in stay loaded: unloading ``datasets`` would make
+    # pyarrow refuse to re-register its extension types on the next import
+    import datasets  # noqa: F401
+    import transformers  # noqa: F401
+
     before, path_before = set(sys.modules), list(sys.path)
     shadowed = {k: sys.modules[k] for k in ("evals", "evals.metrics", "data") if k in sys.modules}
     for k in shadowed:
