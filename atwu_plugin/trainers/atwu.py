@@ -109,10 +109,8 @@ class ATWU(TokenWeightedUnlearn):
         return loss, out
 
     # ---- checkpoints -----------------------------------------------------------------------
-    def _save_checkpoint(self, model, trial, *args, **kwargs):
-        super()._save_checkpoint(model, trial, *args, **kwargs)
-        if self.atwu is not None and self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+    def save_extra_state(self, folder: str) -> None:
+        if self.atwu is not None:
             save_state(os.path.join(folder, STATE_PREFIX), self.atwu.state_dict())
 
     def _load_from_checkpoint(self, resume_from_checkpoint, *args, **kwargs):

@@ -8,12 +8,29 @@ DeepSpeed preparation and prediction step apply unchanged.
 
 import copy
 import inspect
+import os
 from typing import Optional
 
 import torch
 from transformers import Trainer
 
+from atwu_plugin.utils.atomic import atomic_write_text
+
 _TRAINER_INIT_PARAMS = set(inspect.signature(Trainer.__init__).parameters)
+COMPLETE_MARKER = "COMPLETE"
+
+
+def last_complete_checkpoint(output_dir: str) -> Optional[str]:
+    """The newest ``checkpoint-N`` folder of ``output_dir`` whose save finished (has the
+    ``COMPLETE`` marker), or None. Use it to resume after a crash."""
+    if not os.path.isdir(output_dir):
+        return None
+    done = [d for d in os.listdir(output_dir)
+            if d.startswith("checkpoint-") and d.split("-")[-1].isdigit()
+            and os.path.exists(os.path.join(output_dir, d, COMPLETE_MARKER))]
+    if not done:
+        return None
+    return os.path.join(output_dir, max(done, key=lambda d: int(d.split("-")[-1])))
 
 
 def _adapt_tokenizer_kwarg(kwargs: dict) -> dict:
@@ -70,6 +87,20 @@ class PluginUnlearnTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None, **kwargs):
         loss, outputs = self.unlearning_loss(model, inputs)
         return (loss, outputs) if return_outputs else loss
+
+    # ---- checkpoints: a checkpoint is complete only once its marker exists ------------------
+    def _save_checkpoint(self, model, trial, *args, **kwargs):
+        """transformers writes ``checkpoint-N/`` in place: a crash mid-save leaves a partial
+        folder. Extra state (e.g. ATWU's scorer) is written next, then ``COMPLETE`` is created
+        atomically last; ``last_complete_checkpoint`` only trusts folders that have it."""
+        super()._save_checkpoint(model, trial, *args, **kwargs)
+        if self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            self.save_extra_state(folder)
+            atomic_write_text(os.path.join(folder, COMPLETE_MARKER), f"step {self.state.global_step}\n")
+
+    def save_extra_state(self, folder: str) -> None:
+        """Method state beyond model/optimizer/scheduler/RNG (override; default: none)."""
 
     def _load_rng_state(self, checkpoint):
         """transformers < 4.50 saves numpy RNG state with ``torch.save`` and reloads it with
