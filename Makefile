@@ -50,4 +50,4 @@ regress: setup
 results-ablation: setup
 	$(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/atwu_ablation.yaml --output-dir outputs/results/atwu_ablation
 	$(BIN)/python scripts/results_doc.py outputs/results/atwu_ablation docs/results/atwu_ablation.md \
-		--title "ATWU ablation (embedded benchmark, forget10)" --command "make results-ablation"
+		--title "ATWU ablation (embedded benchmark, forget10)" --command "make results-ablation" --notes docs/results/atwu_ablation_notes.md

@@ -66,7 +66,9 @@ def load_trainer_config(name_or_path: str, overrides: Optional[dict] = None, bas
             raise ValueError(f"trainer override {key!r}: expected a key under handler, method_args or args "
                              "(e.g. trainer.args.learning_rate=1.0e-4, trainer.method_args.alpha=0.5)")
         try:
-            OmegaConf.update(cfg, key, value, force_add=True)
+            # merge=False: a mapping override replaces the mapping (switching forget_loss from
+            # npo to saturated_prob must not keep npo's beta)
+            OmegaConf.update(cfg, key, value, merge=False, force_add=True)
         except Exception as err:  # e.g. a dotted key under a scalar ("method_args.weighter.x" on "uniform")
             raise ValueError(f"trainer override {key}={value!r}: {err}".splitlines()[0]) from None
     if "handler" not in cfg:
