@@ -19,6 +19,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session")
+def bench():
+    """A 20-author embedded benchmark (records only)."""
+    return generate_benchmark(seed=0, n_authors=20, n_holdout=2)
+
+
+@pytest.fixture(scope="session")
+def tok(bench):
+    """A small tokenizer trained on that benchmark's text."""
+    texts = bench["world_text"] + [r["question"] + "\n" + r["answer"] for r in bench["full"]]
+    return train_tokenizer(texts, vocab_size=500)
+
+
+@pytest.fixture(scope="session")
 def micro():
     """A 20-author benchmark, a tokenizer and a small Llama fitted briefly on all authors."""
     from transformers import LlamaConfig, LlamaForCausalLM

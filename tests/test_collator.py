@@ -5,23 +5,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from atwu_plugin.data.collator import TokenLabelCollator
-from atwu_plugin.data.generator import generate_benchmark
 from atwu_plugin.data.labels import KIND_IGNORE, KIND_NONE, KIND_SPECIFIC
 from atwu_plugin.data.qa_dataset import ForgetRetainDataset, QADataset
-from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS, train_tokenizer
+from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS
 
 ARGS = TINY_TEMPLATE_ARGS
-
-
-@pytest.fixture(scope="module")
-def bench():
-    return generate_benchmark(seed=0, n_authors=20, n_holdout=2)
-
-
-@pytest.fixture(scope="module")
-def tok(bench):
-    texts = bench["world_text"] + [r["question"] + "\n" + r["answer"] for r in bench["full"]]
-    return train_tokenizer(texts, vocab_size=500)
 
 
 def _item(ids, labels, kinds, index):

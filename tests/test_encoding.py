@@ -7,25 +7,13 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from atwu_plugin.data.encoding import encode_qa, wrap_prompt
-from atwu_plugin.data.generator import generate_benchmark
 from atwu_plugin.data.labels import KIND_IGNORE, KIND_NONE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
-from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS, train_tokenizer
+from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS
 
 ARGS = TINY_TEMPLATE_ARGS
 KINDS = [KIND_IGNORE, KIND_TEMPLATE, KIND_SPECIFIC, KIND_SHARED]
 PROPERTY = settings(max_examples=150, deadline=None)
 UTF8 = st.characters(codec="utf-8")  # lone surrogates cannot reach a tokenizer
-
-
-@pytest.fixture(scope="module")
-def bench():
-    return generate_benchmark(seed=0, n_authors=20, n_holdout=2)
-
-
-@pytest.fixture(scope="module")
-def tok(bench):
-    texts = bench["world_text"] + [r["question"] + "\n" + r["answer"] for r in bench["full"]]
-    return train_tokenizer(texts, vocab_size=500)
 
 
 # ---- independent re-derivations -------------------------------------------------------

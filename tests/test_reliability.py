@@ -20,14 +20,14 @@ from transformers import TrainerCallback
 from atwu_plugin.cli import eval as eval_cli
 from atwu_plugin.cli import unlearn as unlearn_cli
 from atwu_plugin.data.encoding import encode_qa
-from atwu_plugin.data.generator import generate_benchmark, load_split
+from atwu_plugin.data.generator import load_split
 from atwu_plugin.data.qa_dataset import ForgetRetainDataset, QADataset
 from atwu_plugin.guards import check_has_answer_tokens, check_vocab, validate_trainer_config
 from atwu_plugin.hosts.lite import build_trainer, load_trainer_config, parse_lite_overrides
 from atwu_plugin.registry import UnknownNameError
 from atwu_plugin.trainers.guards import NonFiniteLossError, NonFiniteLossGuard
 from atwu_plugin.zoo.loading import load_causal_lm, load_tokenizer
-from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS, train_tokenizer
+from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS
 
 ARGS = TINY_TEMPLATE_ARGS
 OU = "OPEN_UNLEARNING_ROOT"
@@ -36,17 +36,6 @@ OU = "OPEN_UNLEARNING_ROOT"
 @pytest.fixture(autouse=True)
 def _no_openunlearning(monkeypatch):
     monkeypatch.delenv(OU, raising=False)  # CLI rows must not pick up a developer's checkout
-
-
-@pytest.fixture(scope="module")
-def bench():
-    return generate_benchmark(seed=0, n_authors=20, n_holdout=2)
-
-
-@pytest.fixture(scope="module")
-def tok(bench):
-    texts = bench["world_text"] + [r["question"] + "\n" + r["answer"] for r in bench["full"]]
-    return train_tokenizer(texts, vocab_size=500)
 
 
 def tiny_llama(vocab_size: int, **kw):
