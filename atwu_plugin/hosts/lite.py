@@ -14,13 +14,7 @@ from transformers import TrainingArguments
 
 from atwu_plugin.data.collator import TokenLabelCollator
 from atwu_plugin.data.qa_dataset import ForgetRetainDataset
-from atwu_plugin.guards import (
-    HOST_METHOD_ARGS,
-    check_has_answer_tokens,
-    check_vocab,
-    make_benchmark,
-    validate_trainer_config,
-)
+from atwu_plugin.guards import check_vocab, make_benchmark, validate_trainer_config
 from atwu_plugin.registry import UnknownNameError
 from atwu_plugin.trainers import get_trainer_class
 
@@ -91,35 +85,25 @@ def lite_training_args(output_dir: str, seed: int, overrides: Optional[dict] = N
 def build_trainer(trainer_cfg: dict, model, tokenizer, forget_ds, retain_ds, output_dir: str, seed: int, template_args=None):
     """Instantiate the trainer of ``trainer_cfg`` on the lite host (not trained yet).
 
-    Checks first that the tokenizer fits the model (``check_vocab``) and that every forget
-    and retain sample has an answer token (``check_has_answer_tokens``), and installs a
-    ``NonFiniteLossGuard`` (``method_args.on_nonfinite``: ``stop``, the default, or ``skip``)."""
-    from atwu_plugin.trainers.guards import install_nonfinite_guard
+    The trainer checks on construction that the tokenizer fits the model and that every
+    forget and retain sample has an answer token, and installs a ``NonFiniteLossGuard``
+    (``method_args.on_nonfinite``: ``stop``, the default, or ``skip``)."""
+    from transformers.trainer_callback import PrinterCallback
 
     cls = get_trainer_class(trainer_cfg["handler"])
     args = lite_training_args(output_dir, seed, trainer_cfg.get("args"))
-    method_args = dict(trainer_cfg.get("method_args") or {})
-    host_args = {k: method_args.pop(k) for k in HOST_METHOD_ARGS if k in method_args}
-    # bad data and mismatched models fail here, with the sample/sizes named, not mid-training
-    check_vocab(tokenizer, model)
-    train_dataset = ForgetRetainDataset(forget_ds, retain_ds, seed=seed)
-    check_has_answer_tokens(train_dataset)
-    os.makedirs(output_dir, exist_ok=True)
     trainer = cls(
         model=model,
         args=args,
-        train_dataset=train_dataset,
+        train_dataset=ForgetRetainDataset(forget_ds, retain_ds, seed=seed),
         data_collator=TokenLabelCollator(tokenizer.pad_token_id),
         tokenizer=tokenizer,
         evaluators=None,
         template_args=template_args,
-        **method_args,
+        **dict(trainer_cfg.get("method_args") or {}),
     )
     # the per-step loss dicts stay in trainer.state.log_history instead of flooding stdout
-    from transformers.trainer_callback import PrinterCallback
-
     trainer.remove_callback(PrinterCallback)
-    install_nonfinite_guard(trainer, host_args.get("on_nonfinite", "stop"))
     return trainer
 
 

@@ -59,15 +59,17 @@ class PluginUnlearnTrainer(Trainer):
         self.evaluators = evaluators
         self.template_args = template_args
         kwargs = _adapt_tokenizer_kwarg(kwargs)
+        # Fail before training, with sizes/sample named, not with an index error mid-run; and
+        # before Trainer.__init__ creates output_dir, so bad input leaves nothing on disk.
+        tokenizer = kwargs.get("processing_class") or kwargs.get("tokenizer")
+        if tokenizer is not None and kwargs.get("model") is not None:
+            check_vocab(tokenizer, kwargs["model"])
+        if kwargs.get("train_dataset") is not None:
+            check_has_answer_tokens(kwargs["train_dataset"])
         if self._passes_eval_kwargs:
             super().__init__(*args, evaluators=evaluators, template_args=template_args, **kwargs)
         else:
             super().__init__(*args, **kwargs)
-        # fail before training, with sizes/sample named, not with an index error mid-run
-        if self.host_tokenizer is not None:
-            check_vocab(self.host_tokenizer, self.model)
-        if self.train_dataset is not None:
-            check_has_answer_tokens(self.train_dataset)
         install_nonfinite_guard(self, on_nonfinite)
 
     @property
