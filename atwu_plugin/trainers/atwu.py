@@ -53,15 +53,6 @@ class ATWU(TokenWeightedUnlearn):
         self._weighter_ready = True
 
     # ---- setup -----------------------------------------------------------------------------
-    def _loader(self, dataset, limit=None):
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=self.args.per_device_eval_batch_size, shuffle=False, collate_fn=self.data_collator
-        )
-        for i, batch in enumerate(loader):
-            if limit is not None and i >= limit:
-                return
-            yield self._prepare_inputs(batch)
-
     def _setup_atwu(self, model):
         cfg = model.config
         self.atwu = ATWUWeighting(self.atwu_cfg, cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers + 1)
@@ -73,12 +64,12 @@ class ATWU(TokenWeightedUnlearn):
         model.eval()
 
         def forward(batch):
-            out = model(**{k: v for k, v in model_inputs(batch).items() if k != "labels"}, output_hidden_states=True)
+            out = model(**model_inputs(batch), output_hidden_states=True)
             return out.logits, out.hidden_states
 
         self.atwu.setup(
-            self._loader(self.train_dataset.retain),
-            self._loader(self.train_dataset.forget),
+            self.setup_batches(self.train_dataset.retain, self.args.per_device_eval_batch_size),
+            self.setup_batches(self.train_dataset.forget, self.args.per_device_eval_batch_size),
             forward,
             self._output_embedding(model),
         )
@@ -95,13 +86,13 @@ class ATWU(TokenWeightedUnlearn):
                 self._setup_atwu(model)
         forget, retain = inputs["forget"], inputs["retain"]
         labels = forget["labels"]
-        out = model(**{k: v for k, v in model_inputs(forget).items() if k != "labels"}, output_hidden_states=True)
+        out = model(**model_inputs(forget), output_hidden_states=True)
         weights, ref_logp = self.atwu.step(forget, out.logits, out.hidden_states, self._output_embedding(model))
         logp = token_logprobs(out.logits, labels)
         loss = self.gamma * self.forget_loss_fn(logp, answer_mask(labels), weights, ref_logp=ref_logp)
         if self.alpha != 0.0:
             want_h = self.atwu_cfg.bank_refresh_every > 0
-            r_out = model(**{k: v for k, v in model_inputs(retain).items() if k != "labels"}, output_hidden_states=want_h)
+            r_out = model(**model_inputs(retain), output_hidden_states=want_h)
             if want_h:
                 self.atwu.observe_retain(r_out.logits.detach(), r_out.hidden_states[-1].detach(), retain["labels"])
             loss = loss + self.alpha * self.retain_loss_from_logits(r_out.logits, retain)

@@ -86,6 +86,11 @@ class PluginUnlearnTrainer(Trainer):
             return self._prepare_deepspeed(ref)  # OU's ZeRO-aware preparation
         return self.accelerator.prepare_model(ref, evaluation_mode=True)
 
+    def setup_batches(self, dataset, batch_size: int):
+        """One ordered pass over ``dataset`` as device-ready batches (for one-off setup passes)."""
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=self.data_collator)
+        return (self._prepare_inputs(batch) for batch in loader)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None, **kwargs):
         loss, outputs = self.unlearning_loss(model, inputs)
         return (loss, outputs) if return_outputs else loss
@@ -125,5 +130,7 @@ class PluginUnlearnTrainer(Trainer):
 
 
 def model_inputs(batch: dict) -> dict:
-    """The keys a causal LM's forward takes (batches also carry index/token_kind)."""
-    return {k: batch[k] for k in ("input_ids", "attention_mask", "labels") if k in batch}
+    """The keys a causal LM's forward takes (batches also carry index/token_kind/labels):
+    ``input_ids`` and ``attention_mask``. Losses are computed here from the logits, so the
+    labels are not passed (the model would compute a loss nobody uses)."""
+    return {k: batch[k] for k in ("input_ids", "attention_mask") if k in batch}

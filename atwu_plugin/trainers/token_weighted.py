@@ -86,10 +86,7 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
 
     def _setup_weighter(self, model):
         retain = getattr(self.train_dataset, "retain", None)
-        batches = None
-        if retain is not None:
-            loader = torch.utils.data.DataLoader(retain, batch_size=self.args.per_device_train_batch_size, collate_fn=self.data_collator)
-            batches = (self._prepare_inputs(b) for b in loader)
+        batches = None if retain is None else self.setup_batches(retain, self.args.per_device_train_batch_size)
 
         @torch.no_grad()
         def initial_features(input_ids, attention_mask):
@@ -128,7 +125,7 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
     @staticmethod
     @torch.no_grad()
     def _forward_frozen(net, batch):
-        return net(**{k: v for k, v in model_inputs(batch).items() if k != "labels"}).logits
+        return net(**model_inputs(batch)).logits
 
     def unlearning_loss(self, model, inputs):
         if not self._weighter_ready:
@@ -136,7 +133,7 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
         forget = inputs["forget"]
         labels = forget["labels"]
         outputs = model(
-            **{k: v for k, v in model_inputs(forget).items() if k != "labels"},
+            **model_inputs(forget),
             output_hidden_states="hidden_states" in self.weighter.needs,
         )
         logp = token_logprobs(outputs.logits, labels)
@@ -161,7 +158,7 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
         return span_alignment(torch.cat(self._span_weights), torch.cat(self._span_kinds))
 
     def retain_loss(self, model, retain: dict) -> torch.Tensor:
-        out = model(**{k: v for k, v in model_inputs(retain).items() if k != "labels"})
+        out = model(**model_inputs(retain))
         return self.retain_loss_from_logits(out.logits, retain)
 
     def retain_loss_from_logits(self, logits: torch.Tensor, retain: dict) -> torch.Tensor:
