@@ -26,7 +26,7 @@ import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 from random import Random
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 from atwu_plugin.data.labels import KIND_IGNORE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE, KIND_NAMES
 
@@ -621,14 +621,18 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def write_benchmark(out_dir: Union[str, Path], seed: int = 0, **kw) -> Dict[str, Path]:
+def write_benchmark(out_dir: Union[str, Path], seed: int = 0, splits: Optional[Dict[str, list]] = None,
+                    **kw) -> Dict[str, Path]:
     """Write ``<split>.json`` per split (TOFU-style JSON lists) and ``meta.json`` (generator
-    version and arguments) into ``out_dir``, each file atomically. Returns split -> path."""
+    version and arguments) into ``out_dir``, each file atomically. Returns split -> path.
+    ``splits``: the output of ``generate_benchmark(seed, **kw)`` if the caller already has it
+    (it is not generated a second time)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     args = inspect.signature(generate_benchmark).bind(seed=seed, **kw)
     args.apply_defaults()
-    splits = generate_benchmark(*args.args, **args.kwargs)
+    if splits is None:
+        splits = generate_benchmark(*args.args, **args.kwargs)
     paths = {}
     for name, records in splits.items():
         paths[name] = out / f"{name}.json"

@@ -161,8 +161,9 @@ def _build_into(root: Path, spec: ZooSpec, log) -> dict:
     t0 = time.time()
     timings = {}
     root.mkdir(parents=True)
-    splits = generate_benchmark(seed=spec.seed, n_authors=spec.n_authors, n_holdout=spec.n_holdout, qa_per_author=spec.qa_per_author)
-    write_benchmark(str(root / "data"), seed=spec.seed, n_authors=spec.n_authors, n_holdout=spec.n_holdout, qa_per_author=spec.qa_per_author)
+    sizes = dict(n_authors=spec.n_authors, n_holdout=spec.n_holdout, qa_per_author=spec.qa_per_author)
+    splits = generate_benchmark(seed=spec.seed, **sizes)
+    write_benchmark(str(root / "data"), seed=spec.seed, splits=splits, **sizes)
 
     corpus = list(splits["world_text"])
     for name in ("full", "holdout", "world_facts"):
