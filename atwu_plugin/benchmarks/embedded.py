@@ -103,12 +103,11 @@ class EmbeddedBenchmark:
         from atwu_plugin.utils.atomic import atomic_write_json
 
         retain_model = load_causal_lm(self.retain_model_path)
-        make = lambda ref: LiteEvaluator(  # noqa: E731
+        ev = LiteEvaluator(
             tokenizer,
             self.template_args,
             self.eval_splits(),
             retain_model=retain_model,
-            reference_stats=ref,
             batch_size=self.eval_batch_size,
             max_new_tokens=self.max_new_tokens,
             max_length=self.max_length,
@@ -119,9 +118,11 @@ class EmbeddedBenchmark:
         if os.path.exists(path):
             with open(path) as f:
                 try:
-                    return make(json.load(f))
+                    ev.use_reference(json.load(f))
+                    return ev
                 except ValueError:  # stale (fingerprint of another tokenization): recompute
                     pass
-        stats = make(None).reference_stats(retain_model)
+        stats = ev.reference_stats(retain_model)
         atomic_write_json(path, stats)
-        return make(stats)
+        ev.use_reference(stats)
+        return ev

@@ -375,6 +375,11 @@ class LiteEvaluator:
             "forget_truth_ratio": [float(x) for x in tr],
         }
 
+    def use_reference(self, ref: Mapping[str, Any]) -> None:
+        """Set (validated) reference stats after construction, e.g. loaded from a cache;
+        raises ``ValueError`` if they belong to other forget data/tokenization."""
+        self._reference = self._check_reference(ref)
+
     def _check_reference(self, ref: Mapping[str, Any]) -> Dict[str, Any]:
         ref = dict(ref)
         if "forget_truth_ratio" not in ref:
