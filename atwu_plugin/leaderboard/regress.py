@@ -31,7 +31,6 @@ Exit codes: 0 all within tolerance; 1 drift (a table names benchmark/method/metr
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from atwu_plugin.leaderboard.report import ResultsError, finite_values, load_results, method_order
 from atwu_plugin.utils.atomic import atomic_write_json
+from atwu_plugin.utils.jsonfile import read_json
 
 __all__ = [
     "RegressionError",
@@ -67,16 +67,7 @@ def _is_number(x: Any) -> bool:
 
 def load_reference(path: Union[str, Path]) -> Dict[str, Any]:
     """Read and validate a reference file."""
-    name = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise RegressionError(f"{name}: cannot read: {e.strerror or e}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise RegressionError(f"{name}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-    return validate_reference(data, name)
+    return validate_reference(read_json(path, RegressionError), str(path))
 
 
 def validate_reference(data: Any, name: str = "<reference>") -> Dict[str, Any]:

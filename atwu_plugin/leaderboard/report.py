@@ -36,6 +36,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from atwu_plugin.leaderboard.spec import KNOWN_METRICS, MetricSpec
 from atwu_plugin.utils.atomic import atomic_write_bytes, atomic_write_text
+from atwu_plugin.utils.jsonfile import read_json
 
 __all__ = [
     "ResultsError",
@@ -80,14 +81,7 @@ def load_results(src: Union[str, Path, Mapping], source: Optional[str] = None) -
         data, name = src, source or "<results>"
     else:
         name = source or str(src)
-        try:
-            text = Path(src).read_text(encoding="utf-8")
-        except OSError as e:
-            raise ResultsError(f"{name}: cannot read: {e.strerror or e}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ResultsError(f"{name}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        data = read_json(src, ResultsError, name)
     if not isinstance(data, Mapping):
         raise ResultsError(f"{name}: top level is {type(data).__name__}; expected an object with "
                            f"'runs' (one benchmark) or 'benchmarks' (several)")
