@@ -11,7 +11,7 @@ import torch
 
 from atwu_plugin.data.generator import generate_benchmark
 from atwu_plugin.data.qa_dataset import QADataset
-from atwu_plugin.zoo.build import _qa_items
+from atwu_plugin.zoo.build import TinyLlamaSpec, _qa_items
 from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS, train_tokenizer
 from atwu_plugin.zoo.train_lm import FitConfig, fit_lm
 
@@ -34,18 +34,12 @@ def tok(bench):
 @pytest.fixture(scope="session")
 def micro():
     """A 20-author benchmark, a tokenizer and a small Llama fitted briefly on all authors."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     torch.set_num_threads(1)  # tiny models: threads only add contention
     splits = generate_benchmark(seed=0, n_authors=20, n_holdout=4)
     texts = list(splits["world_text"]) + [r["question"] + " " + r["answer"] for r in splits["full"] + splits["holdout"]]
     tok = train_tokenizer(texts, vocab_size=512)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
-                      tie_word_embeddings=False, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id)
-    model = LlamaForCausalLM(cfg)
+    model = TinyLlamaSpec(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=2,
+                          max_position_embeddings=128).build(tok, seed=0)
     fit_lm(model, _qa_items(tok, splits["full"], 128), tok.pad_token_id, FitConfig(epochs=12, lr=1e-2, batch_size=16))
     forget = QADataset(splits["forget10"], tok, TINY_TEMPLATE_ARGS, max_length=128)
     retain = QADataset(splits["retain90"], tok, TINY_TEMPLATE_ARGS, max_length=128)

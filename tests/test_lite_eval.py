@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from atwu_plugin.zoo.build import TinyLlamaSpec
 
 from atwu_plugin.data.collator import TokenLabelCollator
 from atwu_plugin.data.encoding import encode_qa
@@ -132,20 +132,7 @@ def tok():
 
 
 def _model(tok, seed):
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    return LlamaForCausalLM(cfg).eval()
+    return TinyLlamaSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2).build(tok, seed).eval()
 
 
 def _trained_model(tok, seed, recs, steps=25):

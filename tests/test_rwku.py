@@ -382,22 +382,11 @@ def tiny_tokenizer(data):
 
 @pytest.fixture(scope="module")
 def tiny_model(tiny_tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from atwu_plugin.zoo.build import TinyLlamaSpec
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=768,
-        bos_token_id=tiny_tokenizer.bos_token_id,
-        eos_token_id=tiny_tokenizer.eos_token_id,
-        pad_token_id=tiny_tokenizer.pad_token_id,
-    )
-    return LlamaForCausalLM(cfg).eval()
+    spec = TinyLlamaSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         max_position_embeddings=768)
+    return spec.build(tiny_tokenizer, seed=0).eval()
 
 
 def test_text_dataset_chunks(tiny_tokenizer):

@@ -2,7 +2,6 @@
 the benchmark is neither broken nor too easy. Builds the default zoo once (cached under
 $ATWU_CACHE_DIR; minutes on 2 cores cold, seconds warm)."""
 
-import copy
 import time
 
 import pytest

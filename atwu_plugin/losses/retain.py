@@ -5,7 +5,6 @@
 """
 
 import torch
-import torch.nn.functional as F
 
 from atwu_plugin.losses.tokens import align_to_labels, answer_mask, token_logprobs
 from atwu_plugin.registry import Registry
