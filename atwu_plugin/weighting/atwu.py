@@ -137,7 +137,6 @@ class ATWUWeighting:
             self.scorer = build_scorer(cfg.variant, hidden_size, n_layers=n_layers, mlp_hidden=cfg.mlp_hidden)
             self.optimizer = torch.optim.Adam(self.scorer.parameters(), lr=cfg.scorer_lr)
         self.steps_seen = 0
-        self.last = {}  # diagnostics of the latest step
 
     # ---- features ----------------------------------------------------------------------
     def grad_features(self, logits, hidden, labels, max_tokens=None):
@@ -179,22 +178,21 @@ class ATWUWeighting:
             self.features.put_batch(idx, f, mask.nonzero(), batch_size=len(idx))
             all_f.append(f)
             all_c.append(self.conflict(self.grad_features(logits, hs[-1], labels)))
-        self.initial_conflict = torch.cat(all_c)
+        initial_conflict = torch.cat(all_c)
         if self.scorer is not None:
             feats = torch.cat(all_f)
             self.scorer.norm.fit(feats)  # fixed statistics of the frozen features
             with torch.enable_grad():
                 for _ in range(self.cfg.pretrain_steps):
-                    self._scorer_step(feats, self.initial_conflict)
+                    self._scorer_step(feats, initial_conflict)
 
     # ---- per step ------------------------------------------------------------------------
-    def _scorer_step(self, feats: torch.Tensor, c: torch.Tensor) -> float:
+    def _scorer_step(self, feats: torch.Tensor, c: torch.Tensor) -> None:
         w = self.scorer(feats)
         loss = scorer_loss(w, c, self.cfg.rho, self.cfg.lam, self.cfg.wd, self.scorer.decay_params())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return float(loss.detach())
 
     @torch.no_grad()
     def observe_retain(self, logits, hidden, labels):
@@ -226,7 +224,7 @@ class ATWUWeighting:
             if self.steps_seen % cfg.scorer_every == 0:
                 with torch.enable_grad():
                     for _ in range(cfg.scorer_steps):
-                        self.last["scorer_loss"] = self._scorer_step(feats_all[rows], c)
+                        self._scorer_step(feats_all[rows], c)
             with torch.no_grad():
                 weights[mask] = self.scorer(feats_all).to(weights.device)
         ref = torch.zeros_like(weights)
@@ -235,7 +233,6 @@ class ATWUWeighting:
         if cfg.bank_refresh_every and self.steps_seen % cfg.bank_refresh_every == 0 and len(self.filling):
             self.bank, self.filling = self.filling, self.bank
             self.filling.refresh([], None)  # empty it; reseeded from its own history
-        self.last.update(mean_weight=float(weights[mask].mean()), mean_conflict=float(c.mean()))
         return weights, ref
 
     # ---- checkpoints ----------------------------------------------------------------------
