@@ -37,7 +37,7 @@ clean:
 
 # docs/results/embedded.md: every method x 3 seeds on the embedded benchmark (~25 min on 2 cores)
 results-embedded: setup
-	$(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/embedded.yaml --output-dir outputs/results/embedded
+	$(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/embedded.yaml --output-dir outputs/results/embedded --jobs 2
 	$(BIN)/python scripts/results_doc.py outputs/results/embedded docs/results/embedded.md \
 		--title "Embedded benchmark (forget10), all methods, 3 seeds" --command "make results-embedded" --notes docs/results/embedded_notes.md
 
@@ -48,6 +48,6 @@ regress: setup
 
 # docs/results/atwu_ablation.md: ATWU design choices, one at a time (~10 min on 2 cores)
 results-ablation: setup
-	$(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/atwu_ablation.yaml --output-dir outputs/results/atwu_ablation
+	$(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/atwu_ablation.yaml --output-dir outputs/results/atwu_ablation --jobs 2
 	$(BIN)/python scripts/results_doc.py outputs/results/atwu_ablation docs/results/atwu_ablation.md \
 		--title "ATWU ablation (embedded benchmark, forget10)" --command "make results-ablation" --notes docs/results/atwu_ablation_notes.md

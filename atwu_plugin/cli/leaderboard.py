@@ -4,6 +4,7 @@
     atwu-leaderboard SPEC.yaml --output-dir D       # write somewhere else than spec.output_dir
     atwu-leaderboard SPEC.yaml --only-report        # rebuild results/reports from finished cells
     atwu-leaderboard SPEC.yaml --fail-fast          # stop at the first failing cell
+    atwu-leaderboard SPEC.yaml --jobs 2             # two cells at a time, one thread each
 
 Exit codes: 0 all cells finished; 1 some cells failed or are missing (summary on stderr,
 tracebacks in <output_dir>/failures.json; rerun to retry only those); 2 invalid spec or no
@@ -27,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run nothing: aggregate finished cells into results.json and the reports")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failing cell")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="run N cells at once in worker processes, one thread each (default 1); "
+                        "tiny-model cells are single-threaded either way, so results do not depend on N")
     return p
 
 
@@ -71,6 +75,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"{PROG}: error: {line}", file=sys.stderr)
         return 2
 
+    if args.jobs < 1:
+        print(f"{PROG}: error: --jobs {args.jobs}: expected a positive integer", file=sys.stderr)
+        return 2
     run_cell = None
     if not args.only_report:
         try:
@@ -82,7 +89,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(spec_summary(spec), file=sys.stderr)
     try:
         outcome = run_leaderboard(spec, run_cell, progress=not args.no_progress, fail_fast=args.fail_fast,
-                                  only_report=args.only_report)
+                                  only_report=args.only_report, jobs=args.jobs)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; finished cells are saved under {spec.output_dir / 'cells'}: "
               "rerun the same command to resume", file=sys.stderr)

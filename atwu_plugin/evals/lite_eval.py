@@ -400,9 +400,13 @@ class LiteEvaluator:
 
     # ---------------------------------------------------------------- evaluate
 
-    def evaluate(self, model) -> Dict[str, Any]:
+    def evaluate(self, model, generate: bool = True) -> Dict[str, Any]:
         """Evaluate ``model``; returns flat scalar metrics, ``ou`` (OU's metric names) and
-        ``details`` (per-split, per-sample values). Deterministic for a given model."""
+        ``details`` (per-split, per-sample values). Deterministic for a given model.
+
+        ``generate=False`` skips greedy generation (the slow part): ROUGE metrics and model
+        utility (which needs them) are then None; every probability metric is computed as
+        usual. Used for cheap trajectories during training."""
         if self._reference is None and self.retain_model is not None:
             self._reference = self.reference_stats(self.retain_model)
 
@@ -447,7 +451,8 @@ class LiteEvaluator:
                     d["truth_ratio"] = tr.tolist()
                     d["normalized_prob"] = tm.normalized_probability(ans, d["pert_avg_nll"]).tolist()
                     d["mean_normalized_prob"] = float(np.mean(d["normalized_prob"]))
-                if split in _GENERATE:
+                d["mean_rougeL_recall"] = None
+                if generate and split in _GENERATE:
                     d.update(self._generate(m, split))
                     d["mean_rougeL_recall"] = float(np.mean(d["rougeL_recall"]))
                 details[split] = d
@@ -477,7 +482,7 @@ class LiteEvaluator:
             ou[f"{role}_Truth_Ratio"] = w["truth_ratio_agg"]
         mu_terms = {k: ou.get(k) for k in tm.MODEL_UTILITY_KEYS}
         ou["model_utility"] = None
-        if all(v is not None and math.isfinite(v) for v in mu_terms.values()):
+        if generate and all(v is not None and math.isfinite(v) for v in mu_terms.values()):
             ou["model_utility"] = tm.model_utility(mu_terms)
         ou = {k: _py(v) for k, v in ou.items()}
 

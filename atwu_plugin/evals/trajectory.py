@@ -42,6 +42,35 @@ class TrajectoryCallback(TrainerCallback):
             self.measure(model, state.global_step)
 
 
+class EvaluatorTrajectory(TrainerCallback):
+    """``points`` probability-only evaluations (``evaluator.evaluate(model, generate=False)``)
+    spread evenly over training, plus one at step 0: the curves the matched-forgetting
+    comparison interpolates. Evaluation runs under no_grad in eval mode and draws no random
+    numbers, so the trained model is the same with or without this callback."""
+
+    def __init__(self, evaluator, points: int = 10):
+        if points < 1:
+            raise ValueError(f"points={points}; expected >= 1")
+        self.evaluator, self.points = evaluator, points
+        self.trajectory: List[Dict[str, float]] = []
+        self._due: set = set()
+
+    def measure(self, model, step: int):
+        res = self.evaluator.evaluate(model, generate=False)
+        self.trajectory.append({"step": step, **{k: v for k, v in res.items()
+                                                 if k not in ("ou", "details") and (v is None or isinstance(v, float))}})
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        n = state.max_steps
+        self._due = {max(1, round(n * i / self.points)) for i in range(1, self.points + 1)}
+        if not self.trajectory or self.trajectory[0]["step"] != 0:
+            self.measure(model, 0)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step in self._due:
+            self.measure(model, state.global_step)
+
+
 def value_at(points: List[Dict[str, float]], x_key: str, x: float, y_key: str) -> Optional[float]:
     """Linear interpolation of ``y_key`` where the (decreasing-in-time) curve ``x_key`` first
     reaches ``x``; None if the run never gets there."""

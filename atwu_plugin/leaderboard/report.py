@@ -122,7 +122,10 @@ def load_results(src: Union[str, Path, Mapping], source: Optional[str] = None) -
             for k, v in metrics.items():
                 if v is not None and not _is_number(v):
                     raise ResultsError(f"{name}: {rw}.metrics.{k} is {v!r}; expected a number or null")
-        out.append({"benchmark": bname, "model": b.get("model", ""), "runs": list(runs)})
+        bench = {"benchmark": bname, "model": b.get("model", ""), "runs": list(runs)}
+        if isinstance(b.get("matched"), Mapping):
+            bench["matched"] = dict(b["matched"])
+        out.append(bench)
     return out
 
 
@@ -314,6 +317,10 @@ def render_markdown(benches: Sequence[Mapping], metrics: Sequence[MetricSpec], t
             else:
                 out.append(f"- [{caption}]({rel})")
         out.append("")
+        if b.get("matched"):
+            from atwu_plugin.leaderboard.matched import render_matched_markdown
+
+            out.append(render_matched_markdown(b))
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -751,6 +758,13 @@ def write_reports(results: Union[str, Path, Mapping], out_dir: Union[str, Path],
         if png is not None:
             written[prefix + "tradeoff.png"] = png
             links[b["benchmark"]]["forget quality vs model utility"] = prefix + "tradeoff.png"
+        if b.get("matched"):
+            from atwu_plugin.leaderboard.matched import plot_matched
+
+            curves = plot_matched(b, sub / "matched.png", title=f"{title} — {b['benchmark']}: matched forgetting")
+            if curves is not None:
+                written[prefix + "matched.png"] = curves
+                links[b["benchmark"]]["trade-off curves along training (matched forgetting)"] = prefix + "matched.png"
         for method, path in (token_weights.get(b["benchmark"]) or {}).items():
             name = f"heatmap_{method}.html"
             written[prefix + name] = write_heatmap(path, sub / name, method, b["benchmark"])

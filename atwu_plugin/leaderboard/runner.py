@@ -36,7 +36,7 @@ import os
 import shutil
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
@@ -87,6 +87,7 @@ class CellSpec:
     hash: str
     path: Path  # the cell's result file
     on_step: Callable[..., None] = field(default=_noop_step, compare=False, repr=False)
+    trajectory_points: int = 0  # >0: log a matched-forgetting trajectory (spec ``matched``)
 
     @property
     def key(self) -> str:
@@ -120,11 +121,14 @@ def expand_grid(spec: LeaderboardSpec) -> List[CellSpec]:
                     "seed": s,
                     "host": spec.host,
                 }
+                if spec.matched is not None:  # a trajectory changes what the cell records
+                    config["trajectory_points"] = spec.matched.points
                 config = json.loads(canonical_json(config))  # plain JSON types only (tuples -> lists)
                 h = config_hash(config)
                 path = Path(spec.output_dir) / "cells" / b.name / m.name / f"seed{s}-{h[:HASH_LEN]}.json"
                 cells.append(CellSpec(b.name, dict(b.options), m.name, m.trainer, dict(m.overrides), s,
-                                      spec.host, config, h, path))
+                                      spec.host, config, h, path,
+                                      trajectory_points=spec.matched.points if spec.matched else 0))
     return cells
 
 
@@ -243,10 +247,16 @@ def collect_results(spec: LeaderboardSpec, records: Mapping[str, Mapping[str, An
             if c.benchmark != b.name or c.hash not in records:
                 continue
             rec = records[c.hash]
-            runs.append({k: rec[k] for k in RUN_KEYS})
+            run = {k: rec[k] for k in RUN_KEYS}
+            if isinstance(rec.get("trajectory"), list):
+                run["trajectory"] = rec["trajectory"]
+            runs.append(run)
             if model is None and isinstance(rec.get("model"), str):
                 model = rec["model"]
-        benches.append({"benchmark": b.name, "model": model if isinstance(model, str) else "", "runs": runs})
+        bench = {"benchmark": b.name, "model": model if isinstance(model, str) else "", "runs": runs}
+        if spec.matched is not None:
+            bench["matched"] = spec.matched.to_json()
+        benches.append(bench)
     if len(benches) == 1:
         return benches[0]
     return {"name": spec.name, "benchmarks": benches}
@@ -305,6 +315,11 @@ class _Progress:
         self._inner = state
         return on_step
 
+    def running(self, keys: List[str]) -> None:
+        """Parallel mode: name the cells in flight (no per-step bars across processes)."""
+        if self._p:
+            self._p.update(self._outer, description="cells · running " + ", ".join(keys))
+
     def end_cell(self, cell: Optional[CellSpec] = None, status: str = "") -> None:
         if not self._p:
             return
@@ -319,19 +334,30 @@ class _Progress:
 
 def run_leaderboard(spec: LeaderboardSpec, run_cell: Optional[Callable[[CellSpec], Mapping[str, Any]]],
                     progress: bool = True, fail_fast: bool = False, only_report: bool = False,
-                    reports: bool = True) -> LeaderboardOutcome:
+                    reports: bool = True, jobs: int = 1) -> LeaderboardOutcome:
     """Run the missing cells of ``spec`` with ``run_cell``, write results.json and the reports.
 
     ``only_report``: run nothing (``run_cell`` may be None); missing cells are listed as
-    not run. Returns a :class:`LeaderboardOutcome` (``exit_code`` 0 when every cell finished,
-    ``summary()`` for the user). ``KeyboardInterrupt`` propagates; finished cells are kept."""
-    from dataclasses import replace
+    not run. ``jobs`` > 1 runs that many cells at once in spawned worker processes, each
+    single-threaded (``run_cell`` must then be picklable: a module-level function). Returns a
+    :class:`LeaderboardOutcome` (``exit_code`` 0 when every cell finished, ``summary()`` for
+    the user). ``KeyboardInterrupt`` propagates; finished cells are kept."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs={jobs!r}; expected a positive integer")
+    if jobs > 1 and run_cell is not None and not only_report:
+        import pickle
+
+        try:
+            pickle.dumps(run_cell)
+        except Exception as e:  # noqa: BLE001 - any pickling failure means the same thing
+            raise ValueError(f"jobs={jobs} needs a picklable run_cell (a module-level function); "
+                             f"{run_cell!r} is not: {e}") from None
 
     out_dir = Path(spec.output_dir)
     cells = expand_grid(spec)
     outcome = LeaderboardOutcome(spec)
     records: Dict[str, Dict[str, Any]] = {}
-    stop = False
+    todo: List[CellSpec] = []
     with _Progress(progress, len(cells)) as bar:
         for cell in cells:
             cached = _load_cell(cell)
@@ -340,38 +366,53 @@ def run_leaderboard(spec: LeaderboardSpec, run_cell: Optional[Callable[[CellSpec
                 outcome.cached.append(cell.key)
                 bar.start_cell(cell)
                 bar.end_cell(cell, "reused")
-                continue
-            if stop or only_report or run_cell is None:
+            elif only_report or run_cell is None:
                 outcome.not_run.append(cell.key)
-                outcome.not_run_reason = "fail-fast" if stop else "report only"
+                outcome.not_run_reason = "report only"
                 bar.start_cell(cell)
                 bar.end_cell(cell, "not run")
-                continue
-            cell = replace(cell, on_step=bar.start_cell(cell))
-            cell.artifact_dir.mkdir(parents=True, exist_ok=True)
-            t0 = time.perf_counter()
-            status = "interrupted"
+            else:
+                todo.append(cell)
+
+        def finish(cell: CellSpec, result: Any, error: Optional[BaseException], tb: str, wall_s: float) -> bool:
+            """Record one cell's outcome; True when the grid must stop (fail-fast)."""
+            status, stop = "", False
             try:
-                result = run_cell(cell)
-                rec = _make_record(cell, result, time.perf_counter() - t0)
-                atomic_write_json(cell.path, rec)
-            except Exception as e:  # noqa: BLE001 - one bad cell must not lose the others
-                fail = CellFailure(cell.key, f"{type(e).__name__}: {e}".splitlines()[0],
-                                   traceback.format_exc())
+                if error is None:
+                    rec = _make_record(cell, result, wall_s)
+                    atomic_write_json(cell.path, rec)
+            except Exception as e:  # noqa: BLE001 - a malformed result is this cell's failure
+                error, tb = e, traceback.format_exc()
+            if error is not None:
+                fail = CellFailure(cell.key, f"{type(error).__name__}: {error}".splitlines()[0], tb)
                 outcome.failures.append(fail)
                 status = f"FAILED: {fail.error}"
                 if not bar._lines:
                     bar.log(f"FAILED {cell.key}: {fail.error}")
-                if fail_fast:
-                    stop = True
+                stop = fail_fast
             else:
                 records[cell.hash] = rec
                 outcome.ran.append(cell.key)
-                status = f"done in {time.perf_counter() - t0:.1f}s"
-            finally:
-                with contextlib.suppress(OSError):
-                    cell.artifact_dir.rmdir()  # only succeeds when run_cell left it empty
-                bar.end_cell(cell, status)
+                status = f"done in {wall_s:.1f}s"
+            with contextlib.suppress(OSError):
+                cell.artifact_dir.rmdir()  # only succeeds when run_cell left it empty
+            bar.end_cell(cell, status)
+            return stop
+
+        if jobs == 1:
+            for i, cell in enumerate(todo):
+                cell = replace(cell, on_step=bar.start_cell(cell))
+                cell.artifact_dir.mkdir(parents=True, exist_ok=True)
+                t0 = time.perf_counter()
+                try:
+                    result, error, tb = run_cell(cell), None, ""
+                except Exception as e:  # noqa: BLE001 - one bad cell must not lose the others
+                    result, error, tb = None, e, traceback.format_exc()
+                if finish(cell, result, error, tb, time.perf_counter() - t0):
+                    _mark_not_run(outcome, todo[i + 1:], bar)
+                    break
+        elif todo:
+            _run_parallel(todo, run_cell, jobs, bar, finish, outcome)
 
     results = collect_results(spec, records, cells)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -393,6 +434,72 @@ def run_leaderboard(spec: LeaderboardSpec, run_cell: Optional[Callable[[CellSpec
     if reports:
         outcome.reports = _write_reports(spec, results, cells, records, outcome)
     return outcome
+
+
+def _mark_not_run(outcome: "LeaderboardOutcome", cells: List[CellSpec], bar: "_Progress") -> None:
+    for cell in cells:
+        outcome.not_run.append(cell.key)
+        outcome.not_run_reason = "fail-fast"
+        bar.start_cell(cell)
+        bar.end_cell(cell, "not run")
+
+
+def _worker_init() -> None:
+    # Several cells share the cores: one thread each (tiny models do not scale across threads).
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+
+
+def _run_in_worker(run_cell: Callable, cell: CellSpec):
+    t0 = time.perf_counter()
+    try:
+        return run_cell(cell), None, "", time.perf_counter() - t0
+    except Exception as e:  # noqa: BLE001 - reported by the parent, like a serial failure
+        tb = traceback.format_exc()
+        try:
+            import pickle
+
+            pickle.dumps(e)
+        except Exception:  # noqa: BLE001 - an unpicklable exception: send its text
+            e = RuntimeError(f"{type(e).__name__}: {e}")
+        return None, e, tb, time.perf_counter() - t0
+
+
+def _run_parallel(todo: List[CellSpec], run_cell: Callable, jobs: int, bar: "_Progress", finish, outcome) -> None:
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    bar.log(f"running {len(todo)} cell(s), {jobs} at a time (one thread each)")
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init)
+    futures: Dict[Any, CellSpec] = {}
+    queue = list(todo)
+    try:
+        while queue or futures:
+            while queue and len(futures) < jobs:
+                cell = queue.pop(0)
+                cell.artifact_dir.mkdir(parents=True, exist_ok=True)
+                futures[pool.submit(_run_in_worker, run_cell, cell)] = cell
+            bar.running([c.key for c in futures.values()])
+            done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
+            for fut in done:
+                cell = futures.pop(fut)
+                try:
+                    result, error, tb, wall_s = fut.result()
+                except Exception as e:  # noqa: BLE001 - e.g. a worker killed by the OOM killer
+                    result, error, tb, wall_s = None, e, traceback.format_exc(), 0.0
+                if finish(cell, result, error, tb, wall_s):
+                    for f in futures:
+                        f.cancel()
+                    _mark_not_run(outcome, queue + list(futures.values()), bar)
+                    queue, futures = [], {}
+                    break
+    except BaseException:  # KeyboardInterrupt: do not wait for cells in flight
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _write_reports(spec, results, cells, records, outcome) -> Dict[str, Path]:

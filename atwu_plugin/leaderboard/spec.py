@@ -21,6 +21,15 @@ Example::
       - model_utility                           # known metrics need no direction
       - {name: my_metric, direction: lower, label: "My metric"}
 
+Optional ``matched`` (comparison at matched forgetting; see :class:`MatchedSpec` and
+``atwu_plugin.leaderboard.matched``)::
+
+    matched:
+      x: forget_specific_prob       # the forgetting axis (lower = more forgotten)
+      levels: [0.5, 0.25]           # compare where x first reaches 50 % / 25 % of its step-0 value
+      points: 10                    # probability-only evaluations per run (plus step 0)
+      metrics: [forget_generic_prob, kl_to_retain, forget_quality]
+
 ``metrics`` may also be a mapping ``{metric: higher|lower}``; when omitted, all of
 :data:`KNOWN_METRICS` are shown.
 
@@ -41,7 +50,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
@@ -74,7 +83,8 @@ DIRECTIONS = ("higher", "lower")
 HOSTS = ("lite", "openunlearning")
 DEFAULT_HOST = "lite"
 
-TOP_KEYS = ("name", "output_dir", "benchmarks", "methods", "seeds", "metrics", "host", "description")
+TOP_KEYS = ("name", "output_dir", "benchmarks", "methods", "seeds", "metrics", "host", "description", "matched")
+MATCHED_KEYS = ("x", "levels", "points", "metrics")
 METHOD_KEYS = ("name", "trainer", "overrides", "description")
 METRIC_KEYS = ("name", "direction", "label")
 
@@ -122,6 +132,21 @@ class MetricSpec:
 
 
 @dataclass(frozen=True)
+class MatchedSpec:
+    """Comparison at matched forgetting: every run logs a trajectory (``points``
+    probability-only evaluations spread over training, plus step 0); methods are compared
+    where their curve of ``x`` first reaches ``level * x(step 0)``, for each level."""
+
+    x: str = "forget_specific_prob"
+    levels: Tuple[float, ...] = (0.5, 0.25)
+    points: int = 10
+    metrics: Tuple[str, ...] = ("forget_generic_prob", "kl_to_retain", "forget_quality", "retain_prob", "holdout_prob")
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"x": self.x, "levels": list(self.levels), "points": self.points, "metrics": list(self.metrics)}
+
+
+@dataclass(frozen=True)
 class LeaderboardSpec:
     name: str
     output_dir: Path
@@ -132,6 +157,7 @@ class LeaderboardSpec:
     host: str = DEFAULT_HOST
     description: str = ""
     source: str = "<spec>"
+    matched: Optional[MatchedSpec] = None
 
     def with_output_dir(self, output_dir) -> "LeaderboardSpec":
         from dataclasses import replace
@@ -381,6 +407,8 @@ def parse_spec(data: Any, source: str = "<spec>", base_dir=None) -> LeaderboardS
             if not unknown:
                 metrics.append(MetricSpec(mn, direction, label))
 
+    matched = _parse_matched(data.get("matched"), err) if "matched" in data else None
+
     if errors:
         raise SpecError(errors)
     return LeaderboardSpec(
@@ -393,7 +421,34 @@ def parse_spec(data: Any, source: str = "<spec>", base_dir=None) -> LeaderboardS
         host=host,
         description=description,
         source=source,
+        matched=matched,
     )
+
+
+def _parse_matched(raw: Any, err) -> Optional[MatchedSpec]:
+    if not isinstance(raw, Mapping):
+        err("matched", raw, f"a mapping with keys {', '.join(MATCHED_KEYS)} (all optional)")
+        return None
+    for key in raw:
+        if key not in MATCHED_KEYS:
+            err(f"matched: unknown key {key!r}", raw[key], f"one of {', '.join(MATCHED_KEYS)}")
+    d = MatchedSpec()
+    x = raw.get("x", d.x)
+    if not isinstance(x, str) or not x:
+        err("matched.x", x, "a metric name such as forget_specific_prob")
+    levels = raw.get("levels", list(d.levels))
+    if (not isinstance(levels, list) or not levels
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1 for v in levels)):
+        err("matched.levels", levels, "a non-empty list of fractions in (0, 1) of the step-0 value of x")
+        levels = list(d.levels)
+    points = raw.get("points", d.points)
+    if isinstance(points, bool) or not isinstance(points, int) or not 2 <= points <= 200:
+        err("matched.points", points, "an integer in [2, 200] (evaluations per run)")
+    metrics = raw.get("metrics", list(d.metrics))
+    if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) and m for m in metrics):
+        err("matched.metrics", metrics, "a non-empty list of metric names")
+        metrics = list(d.metrics)
+    return MatchedSpec(x=x, levels=tuple(float(v) for v in levels), points=points, metrics=tuple(metrics))
 
 
 def spec_summary(spec: LeaderboardSpec) -> str:
@@ -412,4 +467,5 @@ def to_jsonable(spec: LeaderboardSpec) -> Dict[str, Any]:
         "seeds": list(spec.seeds),
         "metrics": [{"name": m.name, "direction": m.direction, **({"label": m.label} if m.label else {})}
                     for m in spec.metrics],
+        **({"matched": spec.matched.to_json()} if spec.matched else {}),
     }))
