@@ -3,7 +3,8 @@
     python scripts/results_doc.py OUTPUT_DIR docs/results/NAME.md --command "the command that made it"
 
 The page holds the command, the environment, the leaderboard table (mean ± std over seeds,
-ranks, Pareto marks) and the trade-off plot, copied next to the page.
+ranks, Pareto marks), the matched-forgetting tables when the spec has ``matched``, and the
+plots (trade-off, matched-forgetting curves), copied next to the page.
 """
 
 import argparse
@@ -53,6 +54,11 @@ def main():
         dest = page.with_name(page.stem + "_tradeoff.png")
         shutil.copyfile(png, dest)
         lines += [f"![forget quality vs model utility]({dest.name})", ""]
+    curves = out / "matched.png"
+    if curves.exists():
+        dest = page.with_name(page.stem + "_matched.png")
+        shutil.copyfile(curves, dest)
+        lines += [f"![trade-off curves along training (matched forgetting)]({dest.name})", ""]
     if args.notes:
         lines += ["## Reading the table", "", Path(args.notes).read_text().strip(), ""]
     page.write_text("\n".join(lines))
