@@ -10,7 +10,19 @@ from atwu_plugin.registry import Registry
 BENCHMARKS: Registry = Registry("benchmark")
 
 
+# name -> module that registers it, imported on first use (benchmarks pull in models and data)
+BENCHMARK_MODULES = {
+    "embedded": "atwu_plugin.benchmarks.embedded",
+    "rwku_tiny": "atwu_plugin.benchmarks.rwku_tiny",
+    "tofu_tiny": "atwu_plugin.benchmarks.tofu_tiny",
+}
+
+
 def get_benchmark(name: str, **options):
-    if not BENCHMARKS.names():
-        from atwu_plugin.benchmarks import embedded  # noqa: F401  (registers)
+    import importlib
+
+    if name not in BENCHMARKS:
+        # the named module, or all of them so that an unknown name's error lists every benchmark
+        for module in [BENCHMARK_MODULES[name]] if name in BENCHMARK_MODULES else BENCHMARK_MODULES.values():
+            importlib.import_module(module)
     return BENCHMARKS.build(name, **options)

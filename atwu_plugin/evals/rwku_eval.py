@@ -152,6 +152,8 @@ class RWKUEvaluator:
             passages or forget_mia texts of the selected targets. RWKU does not (default False),
             but in a batch the retain_mia texts of one target are often about another selected
             target (targets 1-50: 565 of 1,874), which blurs the member/non-member split.
+        mia_exclude_texts: also drop retain_mia texts that occur verbatim in any of these texts
+            (e.g. everything a small model was trained on, so non-members are truly unseen).
         return_details: include per-item predictions/scores under ``"details"``.
     """
 
@@ -176,6 +178,7 @@ class RWKUEvaluator:
         aggregate: str = "pooled",
         bbh_rwku_compat: bool = False,
         mia_drop_retain_in_forget: bool = False,
+        mia_exclude_texts: Sequence[str] = (),
         show_progress: bool = True,
         return_details: bool = False,
         hub_loader=None,
@@ -210,6 +213,7 @@ class RWKUEvaluator:
         self.aggregate = aggregate
         self.bbh_rwku_compat = bbh_rwku_compat
         self.mia_drop_retain_in_forget = mia_drop_retain_in_forget
+        self.mia_exclude_texts = [str(t) for t in mia_exclude_texts]
         self.show_progress = show_progress
         self.return_details = return_details
         self._newline_ids: Optional[torch.Tensor] = None
@@ -452,6 +456,7 @@ class RWKUEvaluator:
             "max_items_per_set": self.max_items_per_set,
             "mink_k": self.mink_k,
             "mia_drop_retain_in_forget": self.mia_drop_retain_in_forget,
+            "mia_exclude_texts": len(self.mia_exclude_texts),
             "source": self.data.source,
         }
         if self.return_details:
@@ -492,11 +497,12 @@ class RWKUEvaluator:
             getter = lambda t, w=which: self.data.mia(t, w)  # noqa: E731
             kind = f"{which}_mia"
             sets[which] = self._per_target(self.targets, kind, getter, res.missing, self.max_items_per_set)
-        if self.mia_drop_retain_in_forget:
-            forget_text = "\n".join(
-                [m.text for _, items in sets["forget"] for m in items]
-                + [p for t in self.targets if self.data.has(t, "passage") for p in self.data.passages(t)]
-            )
+        if self.mia_drop_retain_in_forget or self.mia_exclude_texts:
+            parts = list(self.mia_exclude_texts)
+            if self.mia_drop_retain_in_forget:
+                parts += [m.text for _, items in sets["forget"] for m in items]
+                parts += [p for t in self.targets if self.data.has(t, "passage") for p in self.data.passages(t)]
+            forget_text = "\n".join(parts)
             kept = [(t, [m for m in items if m.text not in forget_text]) for t, items in sets["retain"]]
             res.dropped["retain_mia"] = sum(len(a) - len(b) for (_, a), (_, b) in zip(sets["retain"], kept))
             sets["retain"] = kept
