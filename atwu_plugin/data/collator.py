@@ -10,7 +10,8 @@ from atwu_plugin.losses.tokens import IGNORE_INDEX
 
 class TokenLabelCollator:
     """Pads ``input_ids`` with ``pad_token_id``, ``labels`` with -100, ``attention_mask`` with 0
-    and ``token_kind`` with ``KIND_NONE``; stacks ``index``. An item without ``input_ids`` is a
+    and ``token_kind`` (and the second label source ``token_kind_proxy``) with ``KIND_NONE``;
+    stacks ``index``. An item without ``input_ids`` is a
     dict of items (``{"forget": .., "retain": ..}``, ``{0: .., 1: ..}``) and is collated per
     key, recursively, as in OU's collator. Other keys are dropped."""
 
@@ -37,7 +38,8 @@ class TokenLabelCollator:
         else:  # from lengths, not from input_ids != pad: the pad id may also be a real token
             batch["attention_mask"] = self._pad([torch.ones(len(i["input_ids"]), dtype=torch.long)
                                                  for i in instances], 0)
-        for key, value in (("labels", IGNORE_INDEX), ("token_kind", KIND_NONE)):
+        kinds = (("token_kind", KIND_NONE), ("token_kind_proxy", KIND_NONE))
+        for key, value in (("labels", IGNORE_INDEX), *kinds):
             if key in first:
                 batch[key] = self._pad([i[key] for i in instances], value)
         if "index" in first:

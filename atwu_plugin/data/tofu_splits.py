@@ -8,6 +8,8 @@ smoke zoo of the tests uses it to train on a few authors with the same code path
 """
 
 import hashlib
+import os
+import re
 from pathlib import Path
 from typing import Dict, List, Sequence, Union
 
@@ -22,12 +24,23 @@ REQUIRED_FILES = ("full", "retain90", "retain95", "retain99", "forget10_perturbe
                   "real_authors_perturbed", "world_facts_perturbed")
 
 
+_ENV_RE = re.compile(r"\$(\w+)|\$\{(\w+)\}")
+
+
 def check_data_dir(data_dir, what: str = "tofu_tiny: data_dir") -> Path:
-    """The TOFU directory as a Path; a clear error if it is unset, missing or incomplete."""
+    """The TOFU directory as a Path; a clear error if it is unset, missing or incomplete.
+
+    ``$VAR`` / ``${VAR}`` are expanded (leaderboard specs say ``data_dir: ${TOFU_DATA}`` so
+    their cell hashes do not depend on where the data lives); relative paths are relative to
+    the working directory."""
     if data_dir in (None, "", "???"):
         raise ValueError(f"{what} is required: the directory holding TOFU's JSON files "
                          "(full.json, retain90.json, forget10_perturbed.json, ...)")
-    path = Path(str(data_dir)).expanduser()
+    unset = [a or b for a, b in _ENV_RE.findall(str(data_dir)) if (a or b) not in os.environ]
+    if unset:
+        raise ValueError(f"{what}={data_dir!r}: environment variable {', '.join(unset)} is not set "
+                         "(set it to the directory holding TOFU's JSON files)")
+    path = Path(os.path.expandvars(str(data_dir))).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"{what}={data_dir!r}: not a directory (expected TOFU's JSON files)")
     missing = [f"{name}.json" for name in REQUIRED_FILES if not (path / f"{name}.json").is_file()]

@@ -50,6 +50,7 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
         self._weighter_ready = False
         self.latest_token_weights = None
         self._span_weights, self._span_kinds = [], []
+        self._span_proxy_weights, self._span_proxy_kinds = [], []  # second label source, when present
         self.token_logger = None
         if token_log:
             self.token_logger = TokenWeightLogger(self, **plain(token_log))
@@ -150,12 +151,20 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
 
     def span_metrics(self) -> dict:
         """Span alignment (AUROC/AP/precision@k vs ground-truth kinds) of every weight this
-        run used; ``{}`` for the uniform weighter or without labels."""
+        run used; ``{}`` for the uniform weighter or without labels. When the forget batches
+        also carry ``token_kind_proxy`` (retain-model proxy labels), the same metrics against
+        that source are added with a ``_proxy`` suffix (``span_auroc_proxy``, ...)."""
         from atwu_plugin.evals.span_alignment import span_alignment
 
-        if not self._span_weights or not self.weights_are_learned_or_heuristic():
+        if not self.weights_are_learned_or_heuristic():
             return {}
-        return span_alignment(torch.cat(self._span_weights), torch.cat(self._span_kinds))
+        out = {}
+        if self._span_weights:
+            out.update(span_alignment(torch.cat(self._span_weights), torch.cat(self._span_kinds)))
+        if self._span_proxy_weights:
+            proxy = span_alignment(torch.cat(self._span_proxy_weights), torch.cat(self._span_proxy_kinds))
+            out.update({f"{k}_proxy": v for k, v in proxy.items()})
+        return out
 
     def retain_loss(self, model, retain: dict) -> torch.Tensor:
         out = model(**model_inputs(retain))
@@ -177,6 +186,11 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
             mask = answer_mask(forget["labels"])
             self._span_weights.append(weights[mask].detach().float().cpu())
             self._span_kinds.append(kinds[mask].detach().cpu())
+        proxy = forget.get("token_kind_proxy")
+        if proxy is not None:
+            mask = answer_mask(forget["labels"])
+            self._span_proxy_weights.append(weights[mask].detach().float().cpu())
+            self._span_proxy_kinds.append(proxy[mask].detach().cpu())
         if self.token_logger is not None and self.token_logger.wants(self.state.global_step + 1):
             keep = ("input_ids", "labels", "token_kind", "index")
             self.latest_token_weights = {k: forget[k].detach().cpu() for k in keep if k in forget}
