@@ -20,6 +20,7 @@ from atwu_plugin.trainers.base import model_inputs
 from atwu_plugin.trainers.config import plain
 from atwu_plugin.trainers.token_weighted import TokenWeightedUnlearn
 from atwu_plugin.utils.safe_state import load_state, save_state
+from atwu_plugin.trainers.zero import WeightRows, all_gather_rows, world
 from atwu_plugin.weighting.atwu import ATWUConfig, ATWUWeighting
 
 STATE_PREFIX = "atwu_state"
@@ -54,8 +55,11 @@ class ATWU(TokenWeightedUnlearn):
 
     # ---- setup -----------------------------------------------------------------------------
     def _setup_atwu(self, model):
-        cfg = model.config
+        cfg = self.accelerator.unwrap_model(model).config  # DDP / DeepSpeed engines wrap it
         self.atwu = ATWUWeighting(self.atwu_cfg, cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers + 1)
+        rank, world_size = world()
+        if world_size > 1:  # data parallel / ZeRO: one replicated scorer (trainers/zero.py)
+            self.atwu.gather_rows, self.atwu.rank = all_gather_rows, rank
         if self._pending_state is not None:  # resuming: the saved state replaces the setup
             self.atwu.load_state_dict(self._pending_state)
             self._pending_state = None
@@ -75,9 +79,9 @@ class ATWU(TokenWeightedUnlearn):
         )
         model.train(was_training)
 
-    @staticmethod
-    def _output_embedding(model):
-        return model.get_output_embeddings().weight.detach()
+    def _output_embedding(self, model):
+        # read lazily, by label rows: under ZeRO-3 the weight is sharded and is gathered per lookup
+        return WeightRows(self.accelerator.unwrap_model(model).get_output_embeddings().weight)
 
     # ---- loss ------------------------------------------------------------------------------
     def unlearning_loss(self, model, inputs):
@@ -104,8 +108,24 @@ class ATWU(TokenWeightedUnlearn):
         if self.atwu is not None:
             save_state(os.path.join(folder, STATE_PREFIX), self.atwu.state_dict())
 
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        # Under DeepSpeed/FSDP transformers restores the model itself and never calls
+        # _load_from_checkpoint: read the ATWU state here (every rank reads rank 0's file).
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            path = resume_from_checkpoint
+            if isinstance(path, bool):
+                from transformers.trainer_utils import get_last_checkpoint
+
+                path = get_last_checkpoint(self.args.output_dir) if path else None
+            if path:
+                self._read_extra_state(path)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
     def _load_from_checkpoint(self, resume_from_checkpoint, *args, **kwargs):
         super()._load_from_checkpoint(resume_from_checkpoint, *args, **kwargs)
+        self._read_extra_state(resume_from_checkpoint)
+
+    def _read_extra_state(self, resume_from_checkpoint):
         prefix = os.path.join(resume_from_checkpoint, STATE_PREFIX)
         if not os.path.exists(prefix + ".json"):
             raise FileNotFoundError(f"{resume_from_checkpoint}: no ATWU state ({STATE_PREFIX}.json); cannot resume ATWU exactly")

@@ -109,6 +109,14 @@ class PluginUnlearnTrainer(Trainer):
     def save_extra_state(self, folder: str) -> None:
         """Method state beyond model/optimizer/scheduler/RNG (override; default: none)."""
 
+    def train(self, *args, **kwargs):
+        if getattr(self, "is_deepspeed_enabled", False):  # resuming reads DeepSpeed's pickles
+            from atwu_plugin.trainers.zero import deepspeed_checkpoint_globals
+
+            with torch.serialization.safe_globals(deepspeed_checkpoint_globals()):
+                return super().train(*args, **kwargs)
+        return super().train(*args, **kwargs)
+
     def _load_rng_state(self, checkpoint):
         """transformers < 4.50 saves numpy RNG state with ``torch.save`` and reloads it with
         torch's default ``weights_only=True`` (torch >= 2.6), which rejects numpy arrays.

@@ -137,6 +137,12 @@ class ATWUWeighting:
             self.scorer = build_scorer(cfg.variant, hidden_size, n_layers=n_layers, mlp_hidden=cfg.mlp_hidden)
             self.optimizer = torch.optim.Adam(self.scorer.parameters(), lr=cfg.scorer_lr)
         self.steps_seen = 0
+        # Data parallel (set by the trainer glue, atwu_plugin.trainers.zero): ``gather_rows``
+        # concatenates a tensor's rows over all ranks, so the scorer steps on the global batch's
+        # conflicts and the bank sees the global batch's retain tokens (every rank keeps an
+        # identical replica); ``rank`` reseeds the forget-token subsample per (rank, step).
+        self.gather_rows: Callable = lambda t: t
+        self.rank: Optional[int] = None
 
     # ---- features ----------------------------------------------------------------------
     def grad_features(self, logits, hidden, labels, max_tokens=None):
@@ -199,7 +205,7 @@ class ATWUWeighting:
         """Stream the retain batch's features into the filling bank; swap every K steps."""
         if self.cfg.bank_refresh_every == 0:
             return
-        self.filling.add(*self.grad_features(logits, hidden, labels)[:3])
+        self.filling.add(*(self.gather_rows(x) for x in self.grad_features(logits, hidden, labels)[:3]))
 
     def step(self, batch: dict, logits, hidden_states, output_embedding):
         """Weights ``[B, T]`` (detached) and cached reference log-probs ``[B, T]`` for a forget
@@ -214,6 +220,8 @@ class ATWUWeighting:
             feats_all = self.scorer_inputs([h.detach() for h in hidden_states], labels, output_embedding)
         # conflict on a sampled subset (all tokens for `direct`, which has no scorer to generalize)
         limit = None if (cfg.variant == "direct" or cfg.max_forget_tokens == 0) else cfg.max_forget_tokens
+        if self.rank is not None:  # per-rank subsample from saved state only: resumes exactly
+            self.gen.manual_seed((cfg.seed * 1_000_003 + self.rank) * 1_000_033 + self.steps_seen)
         gfeats = self.grad_features(logits.detach(), hidden_states[-1].detach(), labels, max_tokens=limit)
         c = self.conflict(gfeats)
         rows = _row_index(labels)[gfeats.positions[:, 0], gfeats.positions[:, 1]]
@@ -224,7 +232,7 @@ class ATWUWeighting:
             if self.steps_seen % cfg.scorer_every == 0:
                 with torch.enable_grad():
                     for _ in range(cfg.scorer_steps):
-                        self._scorer_step(feats_all[rows], c)
+                        self._scorer_step(self.gather_rows(feats_all[rows]), self.gather_rows(c))
             with torch.no_grad():
                 weights[mask] = self.scorer(feats_all).to(weights.device)
         ref = torch.zeros_like(weights)

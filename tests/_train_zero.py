@@ -1,0 +1,146 @@
+"""Entry for tests/test_zero.py and benchmarks/zero_memory.py: a few unlearning steps of a saved
+micro model on the lite host, in one process or under ``accelerate launch`` (DeepSpeed ZeRO
+on CPU/gloo, configs/accelerate/zero*_cpu.yaml). Rank 0 writes a JSON report.
+
+    python tests/_train_zero.py WORK OUT TRAINER --batch B --steps N [--resume CKPT] [--probe]
+    accelerate launch --config_file CFG tests/_train_zero.py WORK OUT TRAINER --batch B/2 ...
+
+Report: per-step losses, the ATWU scorer's parameters, the final model (safetensors, gathered
+from the ZeRO-3 shards), each rank's peak RSS, and with ``--probe`` the output-layer
+finite-difference probe plus whether the shards were restored bit-exactly.
+"""
+
+import argparse
+import json
+import os
+import resource
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from atwu_plugin.data.qa_dataset import QADataset
+from atwu_plugin.hosts.lite import build_trainer, load_trainer_config
+from atwu_plugin.losses.tokens import answer_mask, token_logprobs
+from atwu_plugin.trainers import zero
+from atwu_plugin.zoo.loading import load_causal_lm, load_tokenizer
+from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS
+
+
+def prepare_work(work: Path, fit_epochs: int = 12) -> Path:
+    """Save a micro model (as in tests/conftest.py ``micro``) and its forget/retain records."""
+    from atwu_plugin.data.generator import generate_benchmark
+    from atwu_plugin.zoo.build import TinyLlamaSpec, _qa_items
+    from atwu_plugin.zoo.tokenizer import train_tokenizer
+    from atwu_plugin.zoo.train_lm import FitConfig, fit_lm
+
+    torch.set_num_threads(1)
+    splits = generate_benchmark(seed=0, n_authors=20, n_holdout=4)
+    texts = list(splits["world_text"]) + [r["question"] + " " + r["answer"] for r in splits["full"] + splits["holdout"]]
+    tok = train_tokenizer(texts, vocab_size=512)
+    model = TinyLlamaSpec(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=2,
+                          max_position_embeddings=128).build(tok, seed=0)
+    if fit_epochs:
+        fit_lm(model, _qa_items(tok, splits["full"], 128), tok.pad_token_id, FitConfig(epochs=fit_epochs, lr=1e-2, batch_size=16))
+    model.save_pretrained(str(work / "model"), safe_serialization=True)
+    tok.save_pretrained(str(work / "model"))
+    (work / "records.json").write_text(json.dumps({"forget": splits["forget10"], "retain": splits["retain90"][:40]}))
+    return work
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("work")
+    p.add_argument("out")
+    p.add_argument("trainer")
+    p.add_argument("--batch", type=int, required=True, help="per-device train batch size")
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--save-steps", type=int, default=0)
+    p.add_argument("--resume", default=None)
+    p.add_argument("--probe", action="store_true")
+    p.add_argument("--override", action="append", default=[], help="trainer override KEY=VALUE (YAML value)")
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    work = Path(a.work)
+    tok = load_tokenizer(str(work / "model"))
+    records = json.loads((work / "records.json").read_text())
+    forget = QADataset(records["forget"], tok, TINY_TEMPLATE_ARGS, max_length=128)
+    retain = QADataset(records["retain"], tok, TINY_TEMPLATE_ARGS, max_length=128)
+    import yaml
+
+    overrides = {
+        "args.max_steps": a.steps, "args.per_device_train_batch_size": a.batch,
+        "args.per_device_eval_batch_size": 8, "args.learning_rate": 1e-3, "args.logging_steps": 1,
+        "args.save_strategy": "steps" if a.save_steps else "no", "args.save_steps": a.save_steps or 500,
+        "args.seed": 5,
+        # under `accelerate launch` on CPU: gloo (a single process must not ask for a backend)
+        **({"args.ddp_backend": "gloo", "args.use_cpu": False} if int(os.environ.get("WORLD_SIZE", "1")) > 1 else {}),
+        **{k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in a.override)},
+    }
+    cfg = load_trainer_config(a.trainer, overrides)
+    tr = build_trainer(cfg, load_causal_lm(str(work / "model")), tok, forget, retain, a.out, 5)
+    tr.train(resume_from_checkpoint=a.resume)
+    rank, world_size = zero.world()
+    model = tr.model_wrapped.module if hasattr(tr.model_wrapped, "module") else tr.model
+    params = dict(model.named_parameters())
+    with zero.gathered(params.values()):
+        final = {k: v.detach().clone().contiguous() for k, v in params.items()}
+    report = {
+        "world_size": world_size,
+        "deepspeed": bool(tr.is_deepspeed_enabled),
+        "losses": [h["loss"] for h in tr.state.log_history if "loss" in h],
+        "global_step": tr.state.global_step,
+        "scorer": None,
+    }
+    atwu = getattr(tr, "atwu", None)
+    if atwu is not None and atwu.scorer is not None:
+        report["scorer"] = {k: v.flatten().tolist() for k, v in atwu.scorer.state_dict().items()
+                            if k.startswith("linear")}
+        report["bank_token_ids"] = atwu.bank.token_ids.tolist()
+    if a.probe:
+        report["probe"] = probe(tr, model, forget, final, work)
+    peak = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0])  # MiB
+    report["peak_rss_mib_per_rank"] = zero.all_gather_rows(peak).tolist()
+    if rank == 0:
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        save_file(final, str(out / "final.safetensors"))
+        (out / "report.json").write_text(json.dumps(report))
+
+
+def probe(tr, model, forget, final, work):
+    """Output-layer finite-difference probe on the first 4 forget samples (the same batch on
+    every rank) along a fixed random direction, on the live (possibly sharded) model and, as
+    the reference, on an ordinary in-memory copy of the same weights (``final``). Also checks
+    that the live parameter's shards come back bit-exactly."""
+    batch = next(iter(tr.setup_batches(torch.utils.data.Subset(forget, range(4)), 4)))
+    weight = model.get_output_embeddings().weight
+    name = next(k for k, v in model.named_parameters() if v is weight)
+    direction = torch.randn(tuple(final[name].shape), generator=torch.Generator().manual_seed(0))
+    before = [v.clone() for v, _ in zero.owned_views(weight)]
+
+    def logp_fn(net):
+        @torch.no_grad()
+        def forget_logp():
+            logits = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            return token_logprobs(logits, batch["labels"])[answer_mask(batch["labels"])]
+        return forget_logp
+
+    model.eval()
+    values = zero.output_layer_probe(logp_fn(tr.model_wrapped), weight, direction, eps=1e-2)
+    restored = all(torch.equal(b, v) for b, (v, _) in zip(before, zero.owned_views(weight)))
+    from transformers.integrations import deepspeed as hf_ds
+
+    zero3_config, hf_ds._hf_deepspeed_config_weak_ref = hf_ds._hf_deepspeed_config_weak_ref, None
+    try:  # an ordinary model, not one built sharded because ZeRO-3 is active in this process
+        plain = load_causal_lm(str(work / "model"))
+    finally:
+        hf_ds._hf_deepspeed_config_weak_ref = zero3_config
+    plain.load_state_dict(final)
+    plain.eval()
+    reference = zero.output_layer_probe(logp_fn(plain), plain.get_output_embeddings().weight, direction, eps=1e-2)
+    return {"values": values.tolist(), "reference": reference.tolist(), "restored_exactly": restored}
+
+
+if __name__ == "__main__":
+    main()
