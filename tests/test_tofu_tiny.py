@@ -189,3 +189,22 @@ def test_smoke_benchmark_datasets_carry_both_label_sources(smoke_bench):
     metrics = smoke_bench.evaluator(tok).evaluate(load_causal_lm(smoke_bench.model_path))
     for key in ("forget_quality", "model_utility", "forget_rouge", "holdout_prob", "kl_to_retain", "ra_rouge"):
         assert metrics[key] is not None, key
+
+
+# ----------------------------------------------------------------------------- class sizes
+@needs_tofu
+def test_class_sizes_match_label_stats_for_the_word_labels(tok):
+    from atwu_plugin.data.label_class_sizes import class_sizes_by_type
+    from atwu_plugin.data.qa_dataset import QADataset
+    from atwu_plugin.data.tofu_labels import label_stats, tofu_records_with_spans
+    from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS
+
+    records = tofu_records_with_spans(TOFU_DIR, "forget01")
+    ds = QADataset(records, tok, TINY_TEMPLATE_ARGS, max_length=512)
+    sizes = class_sizes_by_type(records, [it["token_kind"].tolist() for it in ds.items], tok, TINY_TEMPLATE_ARGS, 512)
+    ref = label_stats(records, tok, TINY_TEMPLATE_ARGS, max_length=512)
+    for t, row in ref["by_type"].items():
+        assert (sizes[t]["specific"], sizes[t]["generic"], sizes[t]["unlabelled"], sizes[t]["total"]) == \
+            (row["specific"], row["template"], row["ignore"], row["total"]), t
+    assert sizes["eos"]["total"] == ref["eos"]["n"] == len(records)
+    assert sizes["all"]["total"] == ref["n_tokens"]
