@@ -134,7 +134,10 @@ def deepspeed_checkpoint_globals() -> list:
     """The non-tensor classes DeepSpeed 0.15 pickles into its ZeRO checkpoints (its optimizer
     states). torch >= 2.6 loads with ``weights_only=True`` and rejects them, so resuming a
     ZeRO run fails; allow exactly these classes, nothing else (no arbitrary pickle)."""
-    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
     from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
 
-    return [ZeroStageEnum, LossScaler]
+    # found by loading CPU ZeRO-2 and ZeRO-3 checkpoints (tests/test_zero.py); DynamicLossScaler
+    # is what fp16 runs store in place of LossScaler
+    return [ZeroStageEnum, LossScaler, DynamicLossScaler, fragment_address]
