@@ -74,7 +74,7 @@ def run_lite_cell(bench, trainer: str, overrides: dict, seed: int, out_dir: str,
 
 def default_run_cell(cell) -> dict:
     if cell.host != "lite":
-        from atwu_plugin.hosts.openunlearning import run_openunlearning_cell
+        from atwu_plugin.hosts.openunlearning_cells import run_openunlearning_cell
 
         return run_openunlearning_cell(cell)
     bench = get_benchmark(cell.benchmark, **cell.benchmark_options)
