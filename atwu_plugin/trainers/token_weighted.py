@@ -95,7 +95,9 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
             out = net(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
             return out.logits, out.hidden_states[-1]
 
-        self.weighter.setup(WeighterSetup(vocab_size=model.config.vocab_size, retain_batches=batches, model=initial_features))
+        # unwrap: a DeepSpeed engine's ``.config`` is its DeepSpeed config, not the model's
+        vocab_size = self.accelerator.unwrap_model(model).config.vocab_size
+        self.weighter.setup(WeighterSetup(vocab_size=vocab_size, retain_batches=batches, model=initial_features))
         self._weighter_ready = True
 
     # ---- loss --------------------------------------------------------------------------
