@@ -96,7 +96,7 @@ def test_packaged_accelerate_configs(tmp_path):
         assert ds_path.is_absolute() and ds_path.parent == ACCELERATE_DIR
         ds = json.loads(ds_path.read_text())
         assert ds["zero_optimization"]["stage"] == int(name[4])
-        assert ds["bf16"]["enabled"] == ("auto" if not name.endswith("_cpu") else False)
+        assert ds["bf16"]["enabled"] is (not name.endswith("_cpu"))  # GPU: bf16; CPU twins: fp32
         assert cfg["use_cpu"] is name.endswith("_cpu")
     out = tmp_path / "z3.yaml"
     assert config_main(["zero3", "--num-processes", "8", "-o", str(out)]) == 0

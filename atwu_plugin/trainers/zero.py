@@ -121,7 +121,8 @@ def output_layer_probe(forward_logp, lm_head_weight, retain_grad_w, eps: float =
     ``conflict_ablations.finite_difference_alignment`` needs materialized parameters):
     ``(f(W + eps u) - f(W - eps u)) / (2 eps)`` with ``u = -G / |G|``, ``G = retain_grad_w``
     (``[V, H]``, the same on every rank, e.g. ``sum_s e_s h_s^T`` from ``output_grad``) and
-    ``forward_logp()`` the forget tokens' ``log p_t`` (a forward pass: every rank runs two)."""
+    ``forward_logp()`` the forget tokens' ``log p_t`` (a forward pass: every rank runs two).
+    With bf16 weights ``eps * u`` must exceed bf16 resolution (2^-8 relative), else it rounds away."""
     u = -retain_grad_w / retain_grad_w.norm().clamp_min(1e-30)
     with perturbed([lm_head_weight], [u], eps):
         plus = forward_logp().detach()
