@@ -5,8 +5,14 @@
 Step time: both trainers run in this process on the same model init and the same batches
 (alternating blocks of steps, so drift in machine load hits both); the first steps (ATWU's
 one-off setup: bank fill, feature cache, scorer pre-fit) are timed separately.
-Peak memory: each mode runs again in its own subprocess and reports its peak RSS growth
-over the loaded-model baseline (CPU has no allocator statistics; RSS is what a user sees).
+Peak memory: each mode runs again in its own subprocess. CPU PyTorch keeps no allocator
+statistics, so the child measures *tensor* memory itself: the bytes of every live tensor
+storage after setup (model, optimizer state, frozen copies, ATWU's banks and caches; found by
+a gc scan, each storage counted once) plus the largest rise above that during the measured
+steps, from the PyTorch profiler's per-op allocation records (``profile_memory=True``) summed
+in time order. ``ratio_peak_mem`` is the ratio of those peaks (what a GPU's
+``max_memory_allocated`` would report). Peak RSS is printed too, for reference; it is a
+whole-process high-water mark that model construction already sets.
 Last line: ``ratio_step_time=<x> ratio_peak_mem=<y>`` for the default ATWU configuration.
 """
 
@@ -19,6 +25,7 @@ import sys
 import time
 
 import torch
+import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -58,7 +65,12 @@ def build(mode, model, args, out):
     from atwu_plugin.trainers import get_trainer_class
 
     name = {"graddiff": "TW_GradDiff", "atwu": "ATWU"}[mode]
-    cfg = load_trainer_config(name, {"args.per_device_train_batch_size": args.batch, "args.max_steps": args.steps})
+    overrides = {"args.per_device_train_batch_size": args.batch, "args.max_steps": args.steps}
+    if mode == "atwu":
+        for kv in args.atwu:  # e.g. method_args.bank_size=2048 (a frontier point, not the default)
+            key, _, value = kv.partition("=")
+            overrides[key] = yaml.safe_load(value)
+    cfg = load_trainer_config(name, overrides)
     targs = lite_training_args(out, 0, cfg.get("args"))
     forget, retain = make_items(args.n_forget, args, 1), make_items(args.n_retain, args, 2)
     cls = get_trainer_class(cfg["handler"])
@@ -98,15 +110,45 @@ def rss_mb():
     return float("nan")
 
 
+def live_tensor_bytes():
+    """Bytes of all live tensor storages (each storage once), found by a gc scan."""
+    import gc
+
+    gc.collect()
+    seen, total = set(), 0
+    for obj in gc.get_objects():
+        if isinstance(obj, torch.Tensor) and obj.device.type == "cpu" and not obj.is_meta:
+            st = obj.untyped_storage()
+            if st.data_ptr() not in seen:
+                seen.add(st.data_ptr())
+                total += st.nbytes()
+    return total
+
+
+def profiled_peak_rise(fn):
+    """Largest rise of allocated tensor bytes while ``fn()`` runs (profiler allocation records)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    cur = peak = 0
+    for e in sorted(prof.events(), key=lambda e: e.time_range.start):
+        cur += e.self_cpu_memory_usage
+        peak = max(peak, cur)
+    return peak
+
+
 def memory_child(mode, args):
     model = make_model(args)
     trainer = build(mode, model, args, f"/tmp/step_time_{mode}")
     timed_steps(trainer, 2)  # ATWU setup + first steps allocate everything they will need
     base = rss_mb()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    timed_steps(trainer, args.mem_steps)
+    persistent = live_tensor_bytes()
+    rise = profiled_peak_rise(lambda: timed_steps(trainer, args.mem_steps))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"mode": mode, "peak_mb": peak, "rss_after_setup_mb": base, "peak_before_mb": before}))
+    print(json.dumps({"mode": mode, "peak_rss_mb": peak, "rss_after_setup_mb": base,
+                      "persistent_tensor_mb": persistent / 2**20, "step_rise_mb": rise / 2**20,
+                      "peak_tensor_mb": (persistent + rise) / 2**20}))
 
 
 def main():
@@ -122,6 +164,8 @@ def main():
     p.add_argument("--n-forget", type=int, default=64)
     p.add_argument("--n-retain", type=int, default=512)
     p.add_argument("--memory-child", choices=["graddiff", "atwu"])
+    p.add_argument("--atwu", action="append", default=[], metavar="KEY=VALUE",
+                   help="override of the ATWU trainer config, e.g. method_args.bank_size=2048 (repeatable)")
     args = p.parse_args()
     if args.memory_child:
         return memory_child(args.memory_child, args)
@@ -148,8 +192,11 @@ def main():
     for m in ("graddiff", "atwu"):
         out = subprocess.run([sys.executable, __file__, "--memory-child", m] + sys.argv[1:], capture_output=True, text=True, check=True)
         mem[m] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{m:9s} peak RSS {mem[m]['peak_mb']:.1f} MB")
-    print(f"ratio_step_time={med['atwu'] / med['graddiff']:.3f} ratio_peak_mem={mem['atwu']['peak_mb'] / mem['graddiff']['peak_mb']:.3f}")
+        r = mem[m]
+        print(f"{m:9s} tensors: persistent {r['persistent_tensor_mb']:.1f} MB + step peak rise {r['step_rise_mb']:.1f} MB "
+              f"= peak {r['peak_tensor_mb']:.1f} MB (peak RSS {r['peak_rss_mb']:.1f} MB)")
+    ratio_mem = mem["atwu"]["peak_tensor_mb"] / mem["graddiff"]["peak_tensor_mb"]
+    print(f"ratio_step_time={med['atwu'] / med['graddiff']:.3f} ratio_peak_mem={ratio_mem:.3f}")
 
 
 if __name__ == "__main__":
