@@ -31,10 +31,11 @@ LABEL_SOURCES = {
                     "and p_retain < 0.1, generic if d < 0.2 (data/tofu_labels.proxy_labels)",
 }
 
-# Unlearning hyperparameters for the TOFU-tiny models, tuned so one cell (train + eval) stays
-# within ~40 s on one thread and methods move (a trainer config's ``args`` and a leaderboard
-# method's overrides take precedence).
-TOFU_TINY_TRAINER_ARGS = {"learning_rate": 5.0e-4, "num_train_epochs": 2, "per_device_train_batch_size": 32}
+# Unlearning hyperparameters for the TOFU-tiny models (a trainer config's ``args`` and a
+# leaderboard method's overrides take precedence): 26 steps over forget10. Measured with
+# GradDiff, seed 0: lr 1e-3 collapses the model (retain prob 0.22 -> 0.04); lr 3e-4 takes the
+# forget prob 0.21 -> 0.04 while the retain prob keeps 0.12.
+TOFU_TINY_TRAINER_ARGS = {"learning_rate": 3.0e-4, "num_train_epochs": 2, "per_device_train_batch_size": 32}
 
 
 @BENCHMARKS.register("tofu_tiny")
