@@ -16,7 +16,6 @@ their path. Missing fine-tunes run side by side, one single-threaded process eac
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
