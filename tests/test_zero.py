@@ -12,8 +12,10 @@ scorer within 5e-5, bank identical):
   copy of the same weights (1e-6), and the shards are restored bit-exactly;
 - resuming from the step-2 ZeRO checkpoint ends bit-identical (model, scorer) to the
   uninterrupted run.
-TW_NPO (reference model) under ZeRO-3 is checked the same way. 208 s measured on 2 shared
-cores, plus ~2 min the first time DeepSpeed JIT-builds its CPU comm op (marked slow). Skipped without DeepSpeed.
+TW_NPO (reference model) under ZeRO-3 is checked the same way, and a masking weighter with
+uneven forward counts per rank must not hang. 216 s measured on the 2-core machine while other
+jobs ran (marked slow; the script skips DeepSpeed's CPU comm-op JIT build, ~2 min on a fresh
+machine). Skipped without DeepSpeed.
 """
 
 import json
@@ -125,3 +127,14 @@ def test_token_weighted_baseline_with_reference_model_under_zero3(work, tmp_path
     assert rep["deepspeed"] and len(rep["losses"]) == len(one["losses"]) == 4
     for step, (a, b) in enumerate(zip(rep["losses"], one["losses"])):
         assert abs(a - b) <= 2e-2 * abs(b), f"step {step + 1}: ZeRO-3 loss {a} vs single {b}"
+
+
+def test_masking_weighter_with_uneven_forward_counts_under_zero3(work, tmp_path):
+    """TokenUnlearn runs one masked forward per answer token here (max_masked_positions=1), so
+    the ranks run different numbers of forwards; ZeRO-3 gathers layers collectively, and without
+    ``zero.EqualForwards`` the rank with fewer forwards would leave the other waiting forever
+    (the subprocess timeout turns a hang into a failure)."""
+    weighter = "{name: token_unlearn_hard, mask_token_id: null, top_k_fraction: 0.3, max_masked_positions: 1}"
+    rep = run_zero(3, str(work), tmp_path / "zero3", tmp_path, "--steps", "2",
+                   "--override", f"method_args.weighter={weighter}", trainer="TW_TokenUnlearnHard")
+    assert rep["deepspeed"] and rep["global_step"] == 2 and len(rep["losses"]) == 2

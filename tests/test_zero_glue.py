@@ -42,10 +42,39 @@ def test_all_gather_rows_variable_lengths_in_rank_order(tmp_path):
         assert got["ids"].tolist() == [0, 0, 1, 1, 1]
 
 
+def _forwards_worker(rank, port, out):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        def forward(x):  # a collective, like a ZeRO-3 forward gathering its layers
+            t = x.clone()
+            dist.all_reduce(t)
+            return t
+
+        f = zero.EqualForwards(forward, torch.zeros(1))
+        for _ in range(1 + 2 * rank):  # rank 0: 1 forward, rank 1: 3 (without pad(): a hang)
+            f(torch.ones(1))
+        missing = f.pad()
+        torch.save({"missing": missing, "calls": f.calls}, f"{out}/{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_equal_forwards_pads_the_ranks_with_fewer_calls(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_forwards_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    got = [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
+    assert [g["missing"] for g in got] == [2, 0] and [g["calls"] for g in got] == [1, 3]
+
+
 def test_single_process_is_identity():
     x = torch.randn(4, 3)
     assert zero.world() == (0, 1)
     assert zero.all_gather_rows(x) is x
+    f = zero.EqualForwards(lambda t: t, torch.zeros(1))
+    f(x)
+    assert f.pad() == 0 and f.calls == 1
 
 
 def test_perturbed_restores_bit_exactly_also_on_error():

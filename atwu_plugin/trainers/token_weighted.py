@@ -110,9 +110,14 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
             extra["aux_logits"] = self._forward_frozen(self.aux_model, forget)
         if "hidden_states" in needs:
             extra["hidden_states"] = outputs.hidden_states[-1].detach()
-        if "model" in needs:
-            extra["model"] = lambda ids, am: model(input_ids=ids, attention_mask=am).logits
-        return self.weighter(
+        forwards = None
+        if "model" in needs:  # data-dependent number of forwards: equalized across ranks (ZeRO-3)
+            from atwu_plugin.trainers.zero import EqualForwards
+
+            forwards = EqualForwards(lambda ids, am: model(input_ids=ids, attention_mask=am).logits,
+                                     forget["input_ids"][:1, :1], _first(forget.get("attention_mask")))
+            extra["model"] = forwards
+        weights = self.weighter(
             WeightingInputs(
                 input_ids=forget["input_ids"],
                 labels=forget["labels"],
@@ -124,6 +129,9 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
                 **extra,
             )
         )
+        if forwards is not None:
+            forwards.pad()
+        return weights
 
     @staticmethod
     @torch.no_grad()
@@ -197,3 +205,8 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
             keep = ("input_ids", "labels", "token_kind", "index")
             self.latest_token_weights = {k: forget[k].detach().cpu() for k in keep if k in forget}
             self.latest_token_weights["weights"] = weights.detach().cpu()
+
+
+def _first(mask):
+    """A 1x1 slice for a dummy forward (``None`` stays ``None``)."""
+    return None if mask is None else mask[:1, :1]

@@ -30,12 +30,20 @@ def world() -> tuple:
     return 0, 1
 
 
+def _comm_device(x: torch.Tensor) -> torch.device:
+    """NCCL only moves GPU tensors (ATWU's feature cache lives on the CPU)."""
+    if dist.get_backend() == "nccl" and x.device.type != "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return x.device
+
+
 def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x [n_r, ...]`` of every rank along dim 0, in rank order (``n_r`` may differ
     per rank). Identity in a single process. A collective: every rank must call it."""
     rank, size = world()
     if size == 1:
         return x
+    home, x = x.device, x.to(_comm_device(x))
     n = torch.tensor([x.shape[0]], dtype=torch.long, device=x.device)
     counts = [torch.zeros_like(n) for _ in range(size)]
     dist.all_gather(counts, n)
@@ -44,7 +52,41 @@ def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
     padded[: x.shape[0]] = x
     parts = [torch.empty_like(padded) for _ in range(size)]
     dist.all_gather(parts, padded.contiguous())
-    return torch.cat([p[:c] for p, c in zip(parts, counts)])
+    return torch.cat([p[:c] for p, c in zip(parts, counts)]).to(home)
+
+
+class EqualForwards:
+    """Wraps a forward callable whose number of calls depends on the rank's data (masking
+    weighters: one forward per chunk of answer tokens). Under ZeRO-3 each forward gathers the
+    layers collectively, so a rank that runs fewer forwards leaves the others waiting forever.
+    Lockstep: every real call first all-reduces a "still running" flag (1); ``pad()`` keeps
+    all-reducing 0 and running a dummy forward (``dummy_args``) as long as some rank is still
+    running, so every rank runs as many forwards as the busiest, in the same order."""
+
+    def __init__(self, fn, *dummy_args):
+        self.fn, self.dummy_args, self.calls = fn, dummy_args, 0
+        self.distributed = world()[1] > 1
+
+    def _any_running(self, running: int) -> bool:
+        probe = self.dummy_args[0] if self.dummy_args and torch.is_tensor(self.dummy_args[0]) else torch.zeros(1)
+        flag = torch.tensor([running], dtype=torch.long, device=_comm_device(probe))
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def __call__(self, *args):
+        if self.distributed:
+            self._any_running(1)
+        self.calls += 1
+        return self.fn(*args)
+
+    @torch.no_grad()
+    def pad(self) -> int:
+        """Run dummy forwards until no rank is running real ones; returns how many ran."""
+        dummies = 0
+        while self.distributed and self._any_running(0):
+            self.fn(*self.dummy_args)
+            dummies += 1
+        return dummies
 
 
 def is_zero3_param(p: torch.Tensor) -> bool:
