@@ -120,3 +120,19 @@ def test_run_cell_reports_a_failing_train(tmp_path, monkeypatch):
     cell.benchmark_options.update(opts)  # plain python: no accelerate needed for the fake
     with pytest.raises(RuntimeError, match=r"(?s)train.py failed \(exit 3\).*CUDA out of memory"):
         run_openunlearning_cell(cell)
+
+
+def test_ou_spec_with_bad_benchmark_options_fails_at_load(tmp_path):
+    from atwu_plugin.leaderboard.spec import SpecError
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "bad", "output_dir": "out", "host": "openunlearning", "seeds": [0],
+        "benchmarks": [{"name": "tofu", "experiment": "unlearn/tofu/default", "eval_experiment": "eval/tofu/default",
+                        "accelerate": "zero9"}],
+        "methods": [{"name": "ATWU", "trainer": "ATWU"}],
+    }))
+    with pytest.raises(SpecError) as e:
+        load_spec(path)
+    msg = str(e.value)
+    assert str(path) in msg and "benchmarks[0]" in msg and "summary" in msg

@@ -409,6 +409,15 @@ def parse_spec(data: Any, source: str = "<spec>", base_dir=None) -> LeaderboardS
 
     matched = _parse_matched(data.get("matched"), err) if "matched" in data else None
 
+    if host == "openunlearning":  # OU cells' options (experiments, launcher): checked now, not mid-grid
+        from atwu_plugin.hosts.openunlearning_cells import check_options
+
+        for i, b in enumerate(benchmarks):
+            try:
+                check_options(b.name, b.options)
+            except ValueError as e:
+                errors.append(f"{source}: benchmarks[{i}]: {e}")
+
     if errors:
         raise SpecError(errors)
     return LeaderboardSpec(
