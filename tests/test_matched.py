@@ -135,3 +135,21 @@ def test_plot_matched_without_trajectories_is_none(tmp_path):
     bench = {"benchmark": "b", "matched": MATCHED, "runs": [{"method": "A", "seed": 0, "metrics": {}}]}
     assert plot_matched(bench, tmp_path / "m.png") is None
     assert "not reached" in render_matched_markdown(bench)
+
+
+def test_lite_cell_runner_reads_registered_benchmark_option(monkeypatch, tmp_path):
+    from atwu_plugin.leaderboard import cells
+
+    seen = {}
+    monkeypatch.setattr(cells, "get_benchmark", lambda name, **opts: seen.update(name=name, opts=opts) or "BENCH")
+    monkeypatch.setattr(cells, "run_lite_cell", lambda bench, *a, **kw: {"metrics": {}, "bench": bench,
+                                                                           "points": kw["trajectory_points"]})
+    spec = parse_spec({"name": "t", "output_dir": str(tmp_path), "seeds": [0],
+                       "benchmarks": [{"name": "tofu05", "benchmark": "tofu_tiny", "forget_split": "forget05"},
+                                      {"name": "embedded"}],
+                       "methods": [{"name": "NPO", "trainer": "TW_NPO"}], "matched": {"points": 3}}, source="S")
+    first, second = expand_grid(spec)
+    assert cells.default_run_cell(first) == {"metrics": {}, "bench": "BENCH", "points": 3}
+    assert seen == {"name": "tofu_tiny", "opts": {"forget_split": "forget05"}}
+    cells.default_run_cell(second)
+    assert seen == {"name": "embedded", "opts": {}}

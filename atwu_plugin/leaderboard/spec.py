@@ -36,7 +36,9 @@ Optional ``matched`` (comparison at matched forgetting; see :class:`MatchedSpec`
 Validation reports every problem, one line each, as
 ``<file>: <field>: got <value>; expected <what>``. Unknown keys are errors (typos must not
 silently change what runs), except inside a benchmark entry, whose keys other than ``name``
-are free-form options for the cell runner.
+are free-form options for the cell runner. The lite cell runner reads one of them itself:
+``benchmark: <registered benchmark>`` (default: ``name``), so the same benchmark can appear
+twice with different options, e.g. ``{name: tofu05, benchmark: tofu_tiny, forget_split: forget05}``.
 
 YAML note: PyYAML implements YAML 1.1, where ``1e-5`` is a *string*; this loader also reads
 YAML 1.2 floats (``1e-5``, ``.5e3``) as floats, so learning rates are numbers in the resolved
