@@ -18,8 +18,8 @@ per rank, N ranks, P parameters, bf16 weights with fp32 Adam (DeepSpeed's bf16 Z
   pass (no gradients, eval batch b_e, all hidden states kept) (L + 1) b_e T H 2 + 10 b_e T V.
   The forget-feature cache lives in host RAM: n_forget_tokens * 2H * 4 bytes.
 Time: training FLOPs ~ 8 P per token (forward + backward + checkpoint recompute) over forget
-and retain tokens; ATWU's setup forward (2 P per token over the forget and retain sets) runs on
-every rank (it is not split across ranks); at an assumed sustained 150 TFLOP/s per GPU.
+and retain tokens; ATWU's setup forward (2 P per token over the forget and retain sets) is split
+across the ranks; at an assumed sustained 150 TFLOP/s per GPU.
 """
 
 from dataclasses import dataclass
@@ -119,7 +119,7 @@ def memory_table(r: Run) -> str:
 def train_hours(m: Model, r: Run, forget_samples: int, retain_setup_samples: int, epochs: int,
                 tokens: int, method: str, tflops: float = 150.0) -> float:
     train = epochs * 2 * forget_samples * tokens * 8 * m.params / (r.gpus * tflops * 1e12)
-    setup = (forget_samples + retain_setup_samples) * tokens * 2 * m.params / (tflops * 1e12) if method == "ATWU" else 0.0
+    setup = (forget_samples + retain_setup_samples) * tokens * 2 * m.params / (r.gpus * tflops * 1e12) if method == "ATWU" else 0.0
     return (train + setup) / 3600
 
 

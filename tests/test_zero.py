@@ -7,7 +7,8 @@ scorer within 5e-5, bank identical):
 - loss trajectory: relative 2e-2. Not exact by design: data parallel averages each rank's
   token-normalized loss, a single process normalizes over the whole batch's tokens;
 - scorer parameters: absolute 1e-3 (it steps on the all-gathered global batch: same update up
-  to float summation order); retain bank: the same token ids;
+  to float summation order); retain bank: the same token ids (the setup pass is split across
+  the ranks, with a dummy batch on the rank past the end, and its results all-gathered);
 - the output-layer finite-difference probe on the sharded model equals the probe on an ordinary
   copy of the same weights (1e-6), and the shards are restored bit-exactly;
 - resuming from the step-2 ZeRO checkpoint ends bit-identical (model, scorer) to the

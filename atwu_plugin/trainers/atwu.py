@@ -20,7 +20,7 @@ from atwu_plugin.trainers.base import model_inputs
 from atwu_plugin.trainers.config import plain
 from atwu_plugin.trainers.token_weighted import TokenWeightedUnlearn
 from atwu_plugin.utils.safe_state import load_state, save_state
-from atwu_plugin.trainers.zero import WeightRows, all_gather_rows, world
+from atwu_plugin.trainers.zero import WeightRows, all_gather_rows, shard_batches, world
 from atwu_plugin.weighting.atwu import ATWUConfig, ATWUWeighting
 
 STATE_PREFIX = "atwu_state"
@@ -72,12 +72,27 @@ class ATWU(TokenWeightedUnlearn):
             return out.logits, out.hidden_states
 
         self.atwu.setup(
-            self.setup_batches(self.train_dataset.retain, self.args.per_device_eval_batch_size),
-            self.setup_batches(self.train_dataset.forget, self.args.per_device_eval_batch_size),
+            self._setup_share(self.train_dataset.retain),
+            self._setup_share(self.train_dataset.forget),
             forward,
             self._output_embedding(model),
         )
         model.train(was_training)
+
+    def _setup_share(self, dataset):
+        """The setup batches this rank runs: all of them in one process; with W ranks every
+        W-th (``zero.shard_batches``), the results are all-gathered by the weighting."""
+        bs = self.args.per_device_eval_batch_size
+        batches = self.setup_batches(dataset, bs)
+        rank, world_size = world()
+        if world_size == 1:
+            return batches
+        pad = getattr(self.host_tokenizer, "pad_token_id", None) or 0
+        dummy = self._prepare_inputs({  # one token, no answer token: a forward and no results
+            "input_ids": torch.tensor([[pad]]), "attention_mask": torch.ones(1, 1, dtype=torch.long),
+            "labels": torch.full((1, 1), -100), "index": torch.tensor([-1]),
+        })
+        return shard_batches(batches, -(-len(dataset) // bs), dummy)
 
     def _output_embedding(self, model):
         # read lazily, by label rows: under ZeRO-3 the weight is sharded and is gathered per lookup

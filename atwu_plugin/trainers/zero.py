@@ -89,6 +89,23 @@ class EqualForwards:
         return dummies
 
 
+def shard_batches(batches, n_batches: int, dummy: dict):
+    """This rank's share of an ordered stream of ``n_batches`` batches for a setup pass: round k
+    holds batches ``k W .. k W + W - 1``, rank r takes the r-th, and ranks past the end take
+    ``dummy`` (a batch without answer tokens), so every rank runs the same number of forwards
+    (ZeRO-3) and all-gathering each round's results concatenates them in batch order."""
+    rank, size = world()
+    it = iter(batches)
+    for k in range(-(-n_batches // size)):
+        mine = dummy
+        for r in range(size):
+            if k * size + r < n_batches:
+                batch = next(it)
+                if r == rank:
+                    mine = batch
+        yield mine
+
+
 def is_zero3_param(p: torch.Tensor) -> bool:
     """A ZeRO-3 partitioned parameter (DeepSpeed tags them with ``ds_id``)."""
     return hasattr(p, "ds_id")

@@ -163,11 +163,16 @@ class ATWUWeighting:
     # ---- setup with the initial model ---------------------------------------------------
     @torch.no_grad()
     def setup(self, retain_batches: Iterable[dict], forget_batches: Iterable[dict], forward: Callable, output_embedding):
-        """``forward(batch) -> (logits, hidden_states_by_layer)`` of the *initial* model."""
+        """``forward(batch) -> (logits, hidden_states_by_layer)`` of the *initial* model.
+        Data parallel: each rank passes its share of the batches (round k: rank r has batch
+        k W + r, or a dummy without answer tokens), and every result is all-gathered with
+        ``gather_rows``, so all ranks end with the state a single process builds."""
+        g = self.gather_rows
 
         def retain_feats(batch):
             logits, hs = forward(batch)
-            return self.grad_features(logits, hs[-1], batch["labels"])
+            f = self.grad_features(logits, hs[-1], batch["labels"])
+            return f._replace(e=g(f.e), h=g(f.h), token_ids=g(f.token_ids), positions=None)
 
         self.bank.refresh(retain_batches, retain_feats)
         if len(self.bank) == 0:
@@ -176,14 +181,14 @@ class ATWUWeighting:
         for batch in forget_batches:
             logits, hs = forward(batch)
             labels = batch["labels"]
-            idx = sample_keys(batch)
             mask = answer_mask(labels)
-            logp = token_logprobs(logits, labels)
-            self.ref_logp.put_batch(idx, logp[mask], mask.nonzero(), batch_size=len(idx))
-            f = self.scorer_inputs(hs, labels, output_embedding)
-            self.features.put_batch(idx, f, mask.nonzero(), batch_size=len(idx))
+            keys = g(torch.tensor(sample_keys(batch), dtype=torch.long, device=labels.device)).cpu()
+            counts = g(mask.sum(1)).cpu()
+            self.ref_logp.put_rows(keys, g(token_logprobs(logits, labels)[mask]), counts)
+            f = g(self.scorer_inputs(hs, labels, output_embedding))
+            self.features.put_rows(keys, f, counts)
             all_f.append(f)
-            all_c.append(self.conflict(self.grad_features(logits, hs[-1], labels)))
+            all_c.append(g(self.conflict(self.grad_features(logits, hs[-1], labels))))
         initial_conflict = torch.cat(all_c)
         if self.scorer is not None:
             feats = torch.cat(all_f)

@@ -221,6 +221,13 @@ class ForgetFeatureCache:
         for idx, part in zip(indices, feats.split(counts)):
             self.put(idx, part)
 
+    def put_rows(self, indices: torch.Tensor, feats: torch.Tensor, counts: torch.Tensor) -> None:
+        """Split flattened features by per-sample ``counts`` (samples in ``indices`` order);
+        samples with no answer token are skipped (data-parallel setup pads with such dummies)."""
+        for idx, n, part in zip(indices.tolist(), counts.tolist(), feats.split(counts.tolist())):
+            if n:
+                self.put(idx, part)
+
     def gather(self, indices, labels: torch.Tensor | None = None, device=None) -> torch.Tensor:
         """Concatenate in batch order (= the row-major answer-token order). With ``labels``,
         check each row's answer-token count against the cache (catches a changed tokenization)."""
