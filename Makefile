@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export ATWU_CACHE_DIR ?= $(CURDIR)/.cache/atwu
 
-.PHONY: setup demo test test-fast test-slow bench clean results-embedded results-ablation regress
+.PHONY: setup demo test test-fast test-slow bench clean results-embedded results-ablation regress results-rwku-tiny results-tofu-tiny tofu-tiny-zoo
 
 setup: $(STAMP)
 
@@ -44,6 +44,26 @@ results-embedded: setup
 	$(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/embedded.yaml --output-dir outputs/results/embedded --jobs 2
 	$(BIN)/python scripts/results_doc.py outputs/results/embedded docs/results/embedded.md \
 		--title "Embedded benchmark (forget10), all methods, 3 seeds" --command "make results-embedded" --notes docs/results/embedded_notes.md
+
+# RWKU-tiny (docs/rwku.md): needs the RWKU data (RWKU_DATA_ROOT, a directory in RWKU's layout)
+RWKU_DATA_ROOT ?= $(abspath ../shared/data/rwku)
+results-rwku-tiny: setup
+	RWKU_DATA_ROOT=$(RWKU_DATA_ROOT) OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/rwku_tiny.yaml --output-dir outputs/results/rwku_tiny --jobs 2
+	$(BIN)/python scripts/results_doc.py outputs/results/rwku_tiny docs/results/rwku_tiny.md \
+		--title "RWKU-tiny: batch unlearning of targets 1-10" --command "make results-rwku-tiny" --notes docs/results/rwku_tiny_notes.md
+
+# TOFU-tiny (docs/results/tofu_tiny.md): tiny Llamas trained on the real TOFU text. TOFU_DATA is
+# the directory with TOFU's JSON files (full.json, retain90.json, forget10_perturbed.json, ...);
+# the default is this checkout's sibling shared data. The first run builds the models (~20 min).
+TOFU_DATA ?= $(abspath ../shared/data/tofu)
+tofu-tiny-zoo: setup
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/tofu_tiny_zoo.py --data-dir $(TOFU_DATA) --retain-splits retain90 retain95
+results-tofu-tiny: setup
+	TOFU_DATA=$(TOFU_DATA) OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/tofu_tiny.yaml --output-dir outputs/results/tofu_tiny --jobs 2
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/tofu_tiny_zoo.py --data-dir $(TOFU_DATA) --retain-splits retain90 \
+		--page docs/results/tofu_tiny_zoo.md
+	$(BIN)/python scripts/results_doc.py outputs/results/tofu_tiny docs/results/tofu_tiny.md \
+		--title "TOFU-tiny (real TOFU text, forget10), all methods, 3 seeds" --command "make results-tofu-tiny" --notes docs/results/tofu_tiny_notes.md
 
 # CI regression check of reported scores (also run by the test suite)
 regress: setup

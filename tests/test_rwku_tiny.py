@@ -114,6 +114,12 @@ def test_smoke_benchmark_interface(smoke):
     assert smoke.retain_model_path is None and Path(smoke.aux_model_path).is_dir() and Path(smoke.model_path).is_dir()
     assert smoke.model_name.startswith("tiny-llama-rwku-smoke-")
     assert set(smoke.zoo.manifest["quality"]) == {"target", "base"}
+    # the entry is complete and reused: a second build is a cache hit that builds nothing
+    from atwu_plugin.zoo.rwku import build_rwku_zoo
+
+    assert (Path(smoke.zoo.root) / "manifest.json").is_file()
+    again = build_rwku_zoo(smoke.data, smoke.cache_dir, smoke.spec, log=lambda *a: pytest.fail("rebuilt"))
+    assert again.root == smoke.zoo.root and again.manifest == smoke.zoo.manifest
 
 
 def test_smoke_cell_runs_and_reports_every_metric(smoke, tmp_path):
@@ -128,3 +134,31 @@ def test_smoke_cell_runs_and_reports_every_metric(smoke, tmp_path):
         assert m[key] is None or 0.0 <= m[key] or key.startswith("mia_") and m[key] >= 0.0
     assert all(v is None or isinstance(v, (int, float)) for v in m.values())
     assert 0.0 <= m["forget_fb"] <= 1.0 and m["mia_forget_loss"] > 0.0
+
+
+def test_openunlearning_handlers_without_openunlearning(smoke, rwku_root):
+    """The OU-facing dataset handler and metric functions are plain Python: check them here."""
+    from atwu_plugin.hosts.ou_rwku import RWKUCorpusDataset, rwku_forget, rwku_utility
+    from atwu_plugin.zoo.loading import load_causal_lm
+
+    tok = smoke.tokenizer()
+    tiny = RWKUCorpusDataset(rwku_root, "1-2", corpus="tiny", max_length=64, probes_per_level=2, mia_per_target=1,
+                             tokenizer=tok, template_args=smoke.template_args)
+    forget, _ = smoke.train_datasets(tok)
+    assert len(tiny) == len(forget) == 8 and tiny.targets == ["1_Stephen_King", "2_Confucius"]
+    assert (tiny[3]["input_ids"] == forget[3]["input_ids"]).all() and set(tiny[3]) == {"input_ids", "labels", "attention_mask", "index"}
+    passages = RWKUCorpusDataset(rwku_root, [1], corpus="passage", max_length=128, tokenizer=tok)
+    assert len(passages) >= len(passages.texts) > 100 and max(len(passages[i]["input_ids"]) for i in range(len(passages))) <= 128
+    with pytest.raises(ValueError, match="corpus='wiki'"):
+        RWKUCorpusDataset(rwku_root, 1, corpus="wiki", tokenizer=tok)
+
+    model = load_causal_lm(smoke.model_path)
+    res = rwku_forget(model, tokenizer=tok, template_args=smoke.template_args, data_root=rwku_root, targets="1-2",
+                      handler="rwku_forget", max_probes_per_level=1, prompt_style="plain", show_progress=False)
+    v = res["values"]
+    assert res["agg_value"] == pytest.approx((v["forget_fb"] + v["forget_qa"] + v["forget_aa"]) / 3)
+    assert res["n"]["forget_fb"] == 2 and set(res["by_target"]) == {"1_Stephen_King", "2_Confucius"}
+    with pytest.raises(ValueError, match="groups \\['gsm8k'\\] unknown"):
+        rwku_utility(model, groups=["gsm8k"], tokenizer=tok, data_root=rwku_root, targets="1")
+    with pytest.raises(ValueError, match="set data_root and targets"):
+        rwku_forget(model, tokenizer=tok, targets="1")

@@ -165,6 +165,7 @@ def _build_into(root: Path, key: str, spec: RWKUTinySpec, data, corpus: Dict[str
         "build_s": round(time.time() - t0, 1),
         "template_args": TINY_TEMPLATE_ARGS,
     }
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))  # last: marks the entry complete
     log(f"[rwku-zoo] built in {manifest['build_s']} s: {timings}; quality {quality}")
     return manifest
 
