@@ -136,3 +136,28 @@ def test_accelerate_config_unknown_name(capsys):
     assert config_main(["zero9"]) == 2
     err = capsys.readouterr().err
     assert "zero9" in err and "zero3" in err
+
+
+@pytest.mark.parametrize("n_batches", [5, 6, 1])
+def test_shard_batches_rounds_and_dummies(monkeypatch, n_batches):
+    """3 ranks: rank r gets batches r, r+3, ...; every rank gets the same number of items
+    (dummies past the end), and the ranks' items, round by round, are the batches in order."""
+    shares = []
+    for rank in range(3):
+        monkeypatch.setattr(zero, "world", lambda rank=rank: (rank, 3))
+        shares.append(list(zero.shard_batches(iter(range(n_batches)), n_batches, dummy="D")))
+    rounds = -(-n_batches // 3)
+    assert all(len(s) == rounds for s in shares)
+    in_order = [shares[r][k] for k in range(rounds) for r in range(3)]
+    assert [x for x in in_order if x != "D"] == list(range(n_batches))
+    assert in_order[n_batches:] == ["D"] * (3 * rounds - n_batches)
+
+
+def test_feature_cache_put_rows_skips_samples_without_tokens():
+    from atwu_plugin.weighting.scorer import ForgetFeatureCache
+
+    cache = ForgetFeatureCache()
+    feats = torch.arange(10.0).view(5, 2)
+    cache.put_rows(torch.tensor([7, -1, 3]), feats, torch.tensor([2, 0, 3]))  # -1: a dummy sample
+    assert len(cache) == 2 and -1 not in cache
+    assert torch.equal(cache.get(7), feats[:2]) and torch.equal(cache.get(3), feats[2:])
