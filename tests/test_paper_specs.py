@@ -1,9 +1,7 @@
 """The paper-scale leaderboard specs (OU host, GPUs) parse and validate here, without a GPU,
 and the OU cell runner builds the right commands and reads OU's summary files (fake OU)."""
 
-import json
 import os
-import sys
 from pathlib import Path
 
 import pytest

@@ -4,7 +4,6 @@ the output-layer probe against the closed form, and the packaged accelerate conf
 (The ZeRO runs themselves: tests/test_zero.py, slow.)"""
 
 import json
-import os
 import socket
 from pathlib import Path
 
