@@ -12,22 +12,19 @@ half-written cache entry and a rerun reuses a complete one.
 """
 
 import hashlib
-import multiprocessing
 import json
 import os
-import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
-from filelock import FileLock
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from atwu_plugin.data.encoding import encode_qa
 from atwu_plugin.data.generator import GENERATOR_VERSION, generate_benchmark, load_split, write_benchmark
+from atwu_plugin.zoo.cache import cached_dir, run_in_spawned_processes
 from atwu_plugin.zoo.loading import load_causal_lm, load_tokenizer
 from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS, train_tokenizer
 from atwu_plugin.zoo.train_lm import FitConfig, fit_lm
@@ -123,18 +120,8 @@ def _paths(root: Path, spec: ZooSpec, manifest: dict) -> ZooPaths:
 def build_zoo(cache_dir: Optional[str] = None, spec: Optional[ZooSpec] = None, log=print) -> ZooPaths:
     """Return the cached zoo for ``spec``, building it first if needed."""
     spec = spec or ZooSpec()
-    cache = Path(cache_dir or default_cache_dir())
-    cache.mkdir(parents=True, exist_ok=True)
-    root = cache / f"embedded-{spec.key()}"
-    with FileLock(str(root) + ".lock"):
-        if (root / "manifest.json").exists():
-            return _paths(root, spec, json.loads((root / "manifest.json").read_text()))
-        tmp = Path(str(root) + f".tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        manifest = _build_into(tmp, spec, log)
-        if root.exists():  # a stale, manifest-less directory from an older interrupted layout
-            shutil.rmtree(root)
-        os.replace(tmp, root)
+    root = Path(cache_dir or default_cache_dir()) / f"embedded-{spec.key()}"
+    manifest = cached_dir(root, lambda tmp: _build_into(tmp, spec, log))
     return _paths(root, spec, manifest)
 
 
@@ -160,7 +147,6 @@ def _qa_items(tokenizer, records: List[dict], max_length: int) -> List[dict]:
 def _build_into(root: Path, spec: ZooSpec, log) -> dict:
     t0 = time.time()
     timings = {}
-    root.mkdir(parents=True)
     sizes = dict(n_authors=spec.n_authors, n_holdout=spec.n_holdout, qa_per_author=spec.qa_per_author)
     splits = generate_benchmark(seed=spec.seed, **sizes)
     write_benchmark(str(root / "data"), seed=spec.seed, splits=splits, **sizes)
@@ -187,11 +173,9 @@ def _build_into(root: Path, spec: ZooSpec, log) -> dict:
     # target and retain models are independent fine-tunes of base: run them side by side,
     # one single-threaded process each (tiny models do not scale across threads).
     jobs = {"target": "full", **{f"retain_{s}": s for s in spec.retain_splits}}
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1), mp_context=ctx) as pool:
-        futures = {name: pool.submit(_finetune_job, str(root), name, split, asdict(spec)) for name, split in jobs.items()}
-        for name, fut in futures.items():
-            timings[f"{name}_s"] = fut.result()
+    done = run_in_spawned_processes({name: (_finetune_job, (str(root), name, split, asdict(spec)))
+                                     for name, split in jobs.items()})
+    timings.update({f"{name}_s": secs for name, secs in done.items()})
 
     from atwu_plugin.zoo.quality import model_quality
 
@@ -209,7 +193,6 @@ def _build_into(root: Path, spec: ZooSpec, log) -> dict:
         "build_s": round(time.time() - t0, 1),
         "template_args": TINY_TEMPLATE_ARGS,
     }
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
     log(f"[zoo] built in {manifest['build_s']} s: {timings}")
     return manifest
 
