@@ -14,7 +14,7 @@ scorer within 5e-5, bank identical):
 - resuming from the step-2 ZeRO checkpoint ends bit-identical (model, scorer) to the
   uninterrupted run.
 TW_NPO (reference model) under ZeRO-3 is checked the same way, and a masking weighter with
-uneven forward counts per rank must not hang. 216 s measured on the 2-core machine while other
+uneven forward counts per rank must not hang. 216 s and 224 s in two runs on the 2-core machine while other
 jobs ran (marked slow; the script skips DeepSpeed's CPU comm-op JIT build, ~2 min on a fresh
 machine). Skipped without DeepSpeed.
 """
