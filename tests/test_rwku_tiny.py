@@ -162,3 +162,22 @@ def test_openunlearning_handlers_without_openunlearning(smoke, rwku_root):
         rwku_utility(model, groups=["gsm8k"], tokenizer=tok, data_root=rwku_root, targets="1")
     with pytest.raises(ValueError, match="set data_root and targets"):
         rwku_forget(model, tokenizer=tok, targets="1")
+
+
+def test_mia_exclude_texts_drops_trained_non_members(smoke, rwku_root):
+    from atwu_plugin.evals.rwku_eval import RWKUEvaluator
+    from atwu_plugin.zoo.loading import load_causal_lm
+
+    data, tok = smoke.data, smoke.tokenizer()
+    retain = [m.text for m in data.mia(1, "retain")[:3]]
+    model = load_causal_lm(smoke.model_path)
+
+    def n_nonmembers(exclude):
+        ev = RWKUEvaluator(tok, smoke.template_args, data, 1, metrics=["mia"], max_items_per_set=3, mia_max_length=32,
+                           mia_exclude_texts=exclude, show_progress=False)
+        res = ev.evaluate(model)
+        return res["n"]["mia_retain_loss"], res.get("dropped", {}).get("retain_mia", 0)
+
+    assert n_nonmembers([]) == (3, 0)
+    # a retain text inside a longer training text is dropped too (substring match)
+    assert n_nonmembers(["prefix " + retain[1] + " suffix", "unrelated"]) == (2, 1)
