@@ -181,3 +181,22 @@ def test_mia_exclude_texts_drops_trained_non_members(smoke, rwku_root):
     assert n_nonmembers([]) == (3, 0)
     # a retain text inside a longer training text is dropped too (substring match)
     assert n_nonmembers(["prefix " + retain[1] + " suffix", "unrelated"]) == (2, 1)
+
+
+def test_ou_experiment_configs_select_the_requested_targets(rwku_root):
+    """The OU-schema experiment configs name the batch (1-10) and single (1) targets that the
+    dataset handler and the evaluator then select (composition inside OU: tests/openunlearning)."""
+    from omegaconf import OmegaConf
+
+    from atwu_plugin.hosts.ou_rwku import RWKUCorpusDataset
+
+    configs = Path(__file__).parents[1] / "atwu_plugin" / "configs"
+    data = open_rwku(rwku_root)
+    for name, expected in (("batch", list(range(1, 11))), ("single", [1]), ("tiny", list(range(1, 11)))):
+        cfg = OmegaConf.load(configs / "experiment" / "unlearn" / "rwku" / f"{name}.yaml")
+        assert [t.index for t in data.select(cfg.forget_targets)] == expected, name
+        assert cfg.eval.rwku.targets == "${forget_targets}"
+    for split, key in (("forget", "forget_targets"), ("retain", "retain_targets")):
+        ds = OmegaConf.load(configs / "data" / "datasets" / f"RWKU_{split}.yaml")[f"RWKU_{split}"]
+        assert ds.handler == RWKUCorpusDataset.__name__ and ds.args.targets == "${" + key + "}"
+        assert ds.args.data_root == "${rwku_data_root}"

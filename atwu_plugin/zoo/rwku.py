@@ -7,24 +7,22 @@
              (``atwu_plugin.data.rwku_tiny``): the model to unlearn
 
 The cache entry is keyed by a content hash of the spec and of the corpus itself (not of the
-data path), built into a temporary directory and renamed into place (as ``zoo.build``).
+data path), built into a temporary directory and renamed into place (``zoo.cache.cached_dir``).
 """
 
 import hashlib
 import json
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
-from filelock import FileLock
 
 from atwu_plugin.data.rwku import open_rwku
 from atwu_plugin.data.rwku_tiny import TinyCorpusSpec, kept_probes, neighbor_texts, probe_qa, target_texts
 from atwu_plugin.zoo.build import TinyLlamaSpec, _lm_items, _qa_items, default_cache_dir
+from atwu_plugin.zoo.cache import cached_dir
 from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS, train_tokenizer
 from atwu_plugin.zoo.train_lm import FitConfig, fit_lm
 
@@ -109,15 +107,7 @@ def build_rwku_zoo(data_root, cache_dir: Optional[str] = None, spec: Optional[RW
     cache.mkdir(parents=True, exist_ok=True)
     key = spec_key(spec, corpus)
     root = cache / f"rwku-tiny-{key}"
-    with FileLock(str(root) + ".lock"):
-        if (root / "manifest.json").exists():
-            return _paths(root, json.loads((root / "manifest.json").read_text()))
-        tmp = Path(str(root) + f".tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        manifest = _build_into(tmp, key, spec, data, corpus, log)
-        if root.exists():  # a manifest-less leftover of an interrupted build
-            shutil.rmtree(root)
-        os.replace(tmp, root)
+    manifest = cached_dir(root, lambda tmp: _build_into(tmp, key, spec, data, corpus, log))
     return _paths(root, manifest)
 
 
@@ -130,7 +120,6 @@ def _fit_and_save(model, items: List[dict], tokenizer, cfg: FitConfig, out: Path
 
 def _build_into(root: Path, key: str, spec: RWKUTinySpec, data, corpus: Dict[str, list], log) -> dict:
     t0, timings = time.time(), {}
-    root.mkdir(parents=True)
     qa_strings = [s for name in ("base_qa", "qa") for r in corpus[name] for s in (r["question"], r["answer"])]
     tokenizer = train_tokenizer(corpus["base_texts"] + corpus["texts"] + qa_strings, vocab_size=spec.model.vocab_size)
     tokenizer.save_pretrained(str(root / "tokenizer"))
@@ -165,7 +154,6 @@ def _build_into(root: Path, key: str, spec: RWKUTinySpec, data, corpus: Dict[str
         "build_s": round(time.time() - t0, 1),
         "template_args": TINY_TEMPLATE_ARGS,
     }
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))  # last: marks the entry complete
     log(f"[rwku-zoo] built in {manifest['build_s']} s: {timings}; quality {quality}")
     return manifest
 
