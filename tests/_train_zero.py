@@ -13,11 +13,13 @@ finite-difference probe plus whether the shards were restored bit-exactly.
 import argparse
 import json
 import os
+import sys
 import resource
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from transformers import TrainerCallback
 
 from atwu_plugin.data.qa_dataset import QADataset
 from atwu_plugin.hosts.lite import build_trainer, load_trainer_config
@@ -48,6 +50,29 @@ def prepare_work(work: Path, fit_epochs: int = 12) -> Path:
     return work
 
 
+class TensorMemory(TrainerCallback):
+    """Peak tensor memory of this rank during training (what ``max_memory_allocated`` reports
+    on a GPU; CPU torch keeps no allocator statistics): live tensor storages when training
+    begins (after DeepSpeed has partitioned the model; gc scan, ``benchmarks/step_time.py``)
+    plus the largest rise of allocated bytes until it ends (profiler allocation records)."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+        from step_time import live_tensor_bytes
+
+        self.base = live_tensor_bytes()
+        self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
+        self.prof.__enter__()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.prof.__exit__(None, None, None)
+        cur = rise = 0
+        for e in sorted(self.prof.events(), key=lambda e: e.time_range.start):
+            cur += e.self_cpu_memory_usage
+            rise = max(rise, cur)
+        self.peak = self.base + rise
+
+
 def skip_shm_comm_build():
     """DeepSpeed's CPU accelerator JIT-compiles a shared-memory allreduce op at init (~2 min on
     a fresh machine); on these tiny runs gloo does the same job, so mark the op unavailable."""
@@ -69,6 +94,7 @@ def main():
     p.add_argument("--save-steps", type=int, default=0)
     p.add_argument("--resume", default=None)
     p.add_argument("--probe", action="store_true")
+    p.add_argument("--tensor-memory", action="store_true", help="report peak tensor memory per rank")
     p.add_argument("--override", action="append", default=[], help="trainer override KEY=VALUE (YAML value)")
     a = p.parse_args()
     torch.set_num_threads(1)
@@ -90,6 +116,9 @@ def main():
     }
     cfg = load_trainer_config(a.trainer, overrides)
     tr = build_trainer(cfg, load_causal_lm(str(work / "model")), tok, forget, retain, a.out, 5)
+    memory = TensorMemory() if a.tensor_memory else None
+    if memory is not None:
+        tr.add_callback(memory)
     tr.train(resume_from_checkpoint=a.resume)
     rank, world_size = zero.world()
     model = tr.model_wrapped.module if hasattr(tr.model_wrapped, "module") else tr.model
@@ -112,6 +141,9 @@ def main():
         report["probe"] = probe(tr, model, forget, final, work)
     peak = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0])  # MiB
     report["peak_rss_mib_per_rank"] = zero.all_gather_rows(peak).tolist()
+    if memory is not None:
+        tensor_peak = torch.tensor([memory.peak / 2**20], dtype=torch.float64)
+        report["peak_tensor_mib_per_rank"] = zero.all_gather_rows(tensor_peak).tolist()
     if rank == 0:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
