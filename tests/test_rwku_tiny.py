@@ -195,8 +195,9 @@ def test_ou_experiment_configs_select_the_requested_targets(rwku_root):
     for name, expected in (("batch", list(range(1, 11))), ("single", [1]), ("tiny", list(range(1, 11)))):
         cfg = OmegaConf.load(configs / "experiment" / "unlearn" / "rwku" / f"{name}.yaml")
         assert [t.index for t in data.select(cfg.forget_targets)] == expected, name
-        assert cfg.eval.rwku.targets == "${forget_targets}"
+        assert OmegaConf.to_container(cfg.eval.rwku, resolve=False)["targets"] == "${forget_targets}"
     for split, key in (("forget", "forget_targets"), ("retain", "retain_targets")):
         ds = OmegaConf.load(configs / "data" / "datasets" / f"RWKU_{split}.yaml")[f"RWKU_{split}"]
-        assert ds.handler == RWKUCorpusDataset.__name__ and ds.args.targets == "${" + key + "}"
-        assert ds.args.data_root == "${rwku_data_root}"
+        args = OmegaConf.to_container(ds.args, resolve=False)
+        assert ds.handler == RWKUCorpusDataset.__name__ and args["targets"] == "${" + key + "}"
+        assert args["data_root"] == "${rwku_data_root}"
