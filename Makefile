@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export ATWU_CACHE_DIR ?= $(CURDIR)/.cache/atwu
 
-.PHONY: setup demo test test-fast test-slow bench clean results-embedded results-ablation regress results-rwku-tiny results-tofu-tiny tofu-tiny-zoo
+.PHONY: setup demo test test-fast test-slow bench clean results-embedded results-ablation regress results-rwku-tiny results-tofu-tiny tofu-tiny-zoo results-tofu-honest
 
 setup: $(STAMP)
 
@@ -64,6 +64,15 @@ results-tofu-tiny: setup
 		--page docs/results/tofu_tiny_zoo.md
 	$(BIN)/python scripts/results_doc.py outputs/results/tofu_tiny docs/results/tofu_tiny.md \
 		--title "TOFU-tiny (real TOFU text, forget10), all methods, 3 seeds" --command "make results-tofu-tiny" --notes docs/results/tofu_tiny_notes.md
+
+# docs/results/tofu_honest.md (issue 11): label-free methods and ATWU scorer variants on TOFU-tiny
+# forget05 + forget10, 3 seeds, at matched forgetting. 84 cells: about 1.5 h on 2 idle cores with
+# the models cached (not yet run to completion; see the issue).
+results-tofu-honest: setup
+	TOFU_DATA=$(TOFU_DATA) OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/tofu_honest.yaml --output-dir outputs/results/tofu_honest --jobs 2
+	$(BIN)/python scripts/results_doc.py outputs/results/tofu_honest docs/results/tofu_honest.md \
+		--title "Real TOFU text (TOFU-tiny forget05/forget10): label-free methods and ATWU scorer variants at matched forgetting" \
+		--command "make results-tofu-honest"
 
 # CI regression check of reported scores (also run by the test suite)
 regress: setup
