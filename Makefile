@@ -66,8 +66,9 @@ results-tofu-tiny: setup
 		--title "TOFU-tiny (real TOFU text, forget10), all methods, 3 seeds" --command "make results-tofu-tiny" --notes docs/results/tofu_tiny_notes.md
 
 # docs/results/tofu_honest.md (issue 11): label-free methods and ATWU scorer variants on TOFU-tiny
-# forget05 + forget10, 3 seeds, at matched forgetting. 84 cells: about 1.5 h on 2 idle cores with
-# the models cached (not yet run to completion; see the issue).
+# forget05 + forget10, 3 seeds, at matched forgetting. 84 cells; not yet run. Estimate from the
+# TOFU-tiny cells (130-430 s each, two at a time on a loaded 2-core machine): 1.5-3 h, over the
+# issue's 1 h target.
 results-tofu-honest: setup
 	TOFU_DATA=$(TOFU_DATA) OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/tofu_honest.yaml --output-dir outputs/results/tofu_honest --jobs 2
 	$(BIN)/python scripts/results_doc.py outputs/results/tofu_honest docs/results/tofu_honest.md \
