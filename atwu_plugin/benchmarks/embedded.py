@@ -6,10 +6,11 @@ import os
 from typing import Optional
 
 from atwu_plugin.benchmarks import BENCHMARKS
+from atwu_plugin.benchmarks.zoo_backed import ZooBackedBenchmark
 from atwu_plugin.data.generator import load_split
 from atwu_plugin.data.qa_dataset import QADataset
 from atwu_plugin.zoo.build import SMOKE_SPEC, ZooSpec, build_zoo
-from atwu_plugin.zoo.loading import load_causal_lm, load_tokenizer
+from atwu_plugin.zoo.loading import load_causal_lm
 
 ZOO_SPECS = {"default": ZooSpec, "smoke": lambda: SMOKE_SPEC}
 FORGET_SPLITS = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
@@ -20,7 +21,7 @@ EMBEDDED_TRAINER_ARGS = {"learning_rate": 5.0e-4, "num_train_epochs": 5, "per_de
 
 
 @BENCHMARKS.register("embedded")
-class EmbeddedBenchmark:
+class EmbeddedBenchmark(ZooBackedBenchmark):
     name = "embedded"
 
     def __init__(
@@ -66,23 +67,8 @@ class EmbeddedBenchmark:
         return f"tiny-llama-{self.zoo_name}-{self.spec.key()}"
 
     @property
-    def model_path(self) -> str:
-        return self.prepare().zoo.target
-
-    @property
     def retain_model_path(self) -> str:
         return self.prepare().zoo.retain[self.retain_split]
-
-    @property
-    def aux_model_path(self) -> str:
-        return self.prepare().zoo.base  # never saw any benchmark author
-
-    @property
-    def template_args(self) -> dict:
-        return self.prepare().zoo.template_args
-
-    def tokenizer(self):
-        return load_tokenizer(self.prepare().zoo.tokenizer)
 
     def train_datasets(self, tokenizer):
         self.prepare()

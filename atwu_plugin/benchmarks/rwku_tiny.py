@@ -23,11 +23,11 @@ from typing import Optional, Sequence
 from torch.utils.data import Dataset
 
 from atwu_plugin.benchmarks import BENCHMARKS
+from atwu_plugin.benchmarks.zoo_backed import ZooBackedBenchmark
 from atwu_plugin.data.rwku import open_rwku
 from atwu_plugin.data.rwku_tiny import target_texts
 from atwu_plugin.evals.rwku_tiny_eval import ALL_TINY_METRICS
 from atwu_plugin.zoo.build import _lm_items
-from atwu_plugin.zoo.loading import load_tokenizer
 from atwu_plugin.zoo.rwku import SMOKE_RWKU_SPEC, RWKUTinySpec, build_rwku_zoo, rwku_tiny_corpus
 
 DATA_ROOT_ENV = "RWKU_DATA_ROOT"
@@ -60,7 +60,7 @@ class TextItems(Dataset):
 
 
 @BENCHMARKS.register("rwku_tiny")
-class RWKUTinyBenchmark:
+class RWKUTinyBenchmark(ZooBackedBenchmark):
     name = "rwku_tiny"
 
     def __init__(
@@ -123,23 +123,8 @@ class RWKUTinyBenchmark:
         return f"tiny-llama-rwku-{self.zoo_name}-{self.prepare().zoo.manifest['key']}"
 
     @property
-    def model_path(self) -> str:
-        return self.prepare().zoo.target
-
-    @property
     def retain_model_path(self) -> Optional[str]:
         return None  # RWKU has no retain model (no model trained without the forget targets' knowledge)
-
-    @property
-    def aux_model_path(self) -> str:
-        return self.prepare().zoo.base  # never saw a text or probe of a taught target
-
-    @property
-    def template_args(self) -> dict:
-        return self.prepare().zoo.template_args
-
-    def tokenizer(self):
-        return load_tokenizer(self.prepare().zoo.tokenizer)
 
     def texts(self, targets) -> list:
         return [x for t in targets for x in target_texts(self.data, t, self.spec.corpus)]

@@ -18,10 +18,11 @@ import os
 from typing import Optional
 
 from atwu_plugin.benchmarks import BENCHMARKS
+from atwu_plugin.benchmarks.zoo_backed import ZooBackedBenchmark
 from atwu_plugin.data.proxy_kinds import attach_proxy_kinds, proxy_kinds
 from atwu_plugin.data.qa_dataset import QADataset
 from atwu_plugin.data.tofu_splits import FORGET_SPLITS, HOLDOUT_OF, TofuSplits, check_data_dir, evenly_spaced
-from atwu_plugin.zoo.loading import load_causal_lm, load_tokenizer
+from atwu_plugin.zoo.loading import load_causal_lm
 from atwu_plugin.zoo.tofu import SMOKE_TOFU_SPEC, TofuZooSpec, build_tofu_zoo
 
 ZOO_SPECS = {"default": TofuZooSpec, "smoke": lambda: SMOKE_TOFU_SPEC}
@@ -39,7 +40,7 @@ TOFU_TINY_TRAINER_ARGS = {"learning_rate": 3.0e-4, "num_train_epochs": 2, "per_d
 
 
 @BENCHMARKS.register("tofu_tiny")
-class TofuTinyBenchmark:
+class TofuTinyBenchmark(ZooBackedBenchmark):
     name = "tofu_tiny"
 
     def __init__(
@@ -88,27 +89,12 @@ class TofuTinyBenchmark:
         return f"tofu-tiny-llama-{self.zoo_name}-{os.path.basename(self.prepare().zoo.root)}"
 
     @property
-    def model_path(self) -> str:
-        return self.prepare().zoo.target
-
-    @property
     def retain_model_path(self) -> str:
         return self.prepare().zoo.retain[self.retain_split]
 
     @property
-    def aux_model_path(self) -> str:
-        return self.prepare().zoo.base  # never saw any forget01/05/10 author
-
-    @property
-    def template_args(self) -> dict:
-        return self.prepare().zoo.template_args
-
-    @property
     def label_sources(self) -> dict:
         return dict(LABEL_SOURCES)
-
-    def tokenizer(self):
-        return load_tokenizer(self.prepare().zoo.tokenizer)
 
     def train_datasets(self, tokenizer):
         """Forget (with ``token_kind`` = word labels and ``token_kind_proxy``) and retain QA."""
