@@ -197,19 +197,21 @@ def _build_into(root: Path, spec: ZooSpec, log) -> dict:
     return manifest
 
 
-def _spec_from_dict(d: dict) -> ZooSpec:
+def spec_from_dict(d: dict, spec_cls=None):
+    """Rebuild a zoo spec from its ``asdict`` form (how it crosses into a spawned process):
+    ``spec_cls`` (default ``ZooSpec``) with its ``model``, ``base_fit`` and ``qa_fit`` fields."""
     d = dict(d)
     d["model"] = TinyLlamaSpec(**d["model"])
     d["base_fit"] = FitConfig(**d["base_fit"])
     d["qa_fit"] = FitConfig(**d["qa_fit"])
-    return ZooSpec(**d)
+    return (spec_cls or ZooSpec)(**d)
 
 
 def _finetune_job(root: str, name: str, split: str, spec_dict: dict) -> float:
     """Child process: fine-tune the saved base model on ``split`` (+ world QA), save as ``name``."""
     torch.set_num_threads(1)
     t = time.time()
-    spec = _spec_from_dict(spec_dict)
+    spec = spec_from_dict(spec_dict)
     root_p = Path(root)
     tokenizer = load_tokenizer(str(root_p / "tokenizer"))
     records = load_split(str(root_p / "data" / f"{split}.json"))

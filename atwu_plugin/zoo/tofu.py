@@ -24,7 +24,7 @@ from typing import Dict, Iterable, Optional
 import torch
 
 from atwu_plugin.data.tofu_splits import FORGET_SPLITS, TofuSplits, evenly_spaced
-from atwu_plugin.zoo.build import TinyLlamaSpec, _lm_items, _qa_items, default_cache_dir
+from atwu_plugin.zoo.build import TinyLlamaSpec, _lm_items, _qa_items, default_cache_dir, spec_from_dict
 from atwu_plugin.zoo.cache import cached_dir, run_in_spawned_processes
 from atwu_plugin.zoo.loading import load_causal_lm, load_tokenizer
 from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS, train_tokenizer
@@ -58,14 +58,6 @@ SMOKE_TOFU_SPEC = TofuZooSpec(
     qa_fit=FitConfig(epochs=4, lr=3e-3),
     max_length=256,
 )
-
-
-def _spec_from_dict(d: dict) -> TofuZooSpec:
-    d = dict(d)
-    d["model"] = TinyLlamaSpec(**d["model"])
-    d["base_fit"] = FitConfig(**d["base_fit"])
-    d["qa_fit"] = FitConfig(**d["qa_fit"])
-    return TofuZooSpec(**d)
 
 
 @dataclass
@@ -140,7 +132,7 @@ def _finetune_into(tmp: Path, root: Path, split: str, splits: TofuSplits, spec: 
 def _finetune_job(root: str, name: str, split: str, spec_dict: dict, data_dir: str) -> dict:
     """Child process: fine-tune base on ``split`` into the cache entry ``root/name``."""
     torch.set_num_threads(1)
-    spec = _spec_from_dict(spec_dict)
+    spec = spec_from_dict(spec_dict, TofuZooSpec)
     splits = TofuSplits(data_dir, spec.author_stride)
     return cached_dir(Path(root) / name, lambda tmp: _finetune_into(tmp, Path(root), split, splits, spec),
                       marker="finetune.json")
