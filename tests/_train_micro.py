@@ -26,6 +26,16 @@ class Sleep(TrainerCallback):
         time.sleep(self.s)
 
 
+def load_work(work: Path):
+    """The saved micro model's tokenizer and its forget/retain datasets (``WORK_DIR`` layout:
+    ``model/`` + ``records.json``, shared with tests/_train_zero.py)."""
+    tok = load_tokenizer(str(work / "model"))
+    records = json.loads((work / "records.json").read_text())
+    forget = QADataset(records["forget"], tok, TINY_TEMPLATE_ARGS, max_length=128)
+    retain = QADataset(records["retain"], tok, TINY_TEMPLATE_ARGS, max_length=128)
+    return tok, forget, retain
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("work")
@@ -36,10 +46,7 @@ def main():
     a = p.parse_args()
     torch.set_num_threads(1)
     work = Path(a.work)
-    tok = load_tokenizer(str(work / "model"))
-    records = json.loads((work / "records.json").read_text())
-    forget = QADataset(records["forget"], tok, TINY_TEMPLATE_ARGS, max_length=128)
-    retain = QADataset(records["retain"], tok, TINY_TEMPLATE_ARGS, max_length=128)
+    tok, forget, retain = load_work(work)
     cfg = load_trainer_config(a.trainer, {"args.num_train_epochs": 3, "args.per_device_train_batch_size": 4,
                                           "args.learning_rate": 1e-2, "args.save_strategy": "steps",
                                           "args.save_steps": 3, "args.seed": 5})

@@ -21,12 +21,12 @@ import torch
 from safetensors.torch import save_file
 from transformers import TrainerCallback
 
-from atwu_plugin.data.qa_dataset import QADataset
 from atwu_plugin.hosts.lite import build_trainer, load_trainer_config
 from atwu_plugin.losses.tokens import answer_mask, token_logprobs
 from atwu_plugin.trainers import zero
-from atwu_plugin.zoo.loading import load_causal_lm, load_tokenizer
-from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS
+from atwu_plugin.zoo.loading import load_causal_lm
+
+from _train_micro import load_work  # tests/ is on sys.path: run as a script or imported by the tests
 
 
 def prepare_work(work: Path, fit_epochs: int = 12) -> Path:
@@ -99,10 +99,7 @@ def main():
     a = p.parse_args()
     torch.set_num_threads(1)
     work = Path(a.work)
-    tok = load_tokenizer(str(work / "model"))
-    records = json.loads((work / "records.json").read_text())
-    forget = QADataset(records["forget"], tok, TINY_TEMPLATE_ARGS, max_length=128)
-    retain = QADataset(records["retain"], tok, TINY_TEMPLATE_ARGS, max_length=128)
+    tok, forget, retain = load_work(work)
     import yaml
 
     overrides = {

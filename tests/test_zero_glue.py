@@ -17,53 +17,54 @@ from atwu_plugin.cli.accelerate_config import ACCELERATE_DIR, config_names, main
 from atwu_plugin.trainers import zero
 
 
-def _gather_worker(rank, port, out):
+def _rank_worker(rank, port, out, body):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        x = torch.arange(3 * (rank + 1) * 2, dtype=torch.float32).view(-1, 2) + 100 * rank  # 3 rows, then 6
-        ids = torch.tensor([rank] * (rank + 2))
-        got = zero.all_gather_rows(x)
-        torch.save({"x": got, "ids": zero.all_gather_rows(ids), "world": zero.world()}, f"{out}/{rank}.pt")
+        torch.save(body(rank), f"{out}/{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def test_all_gather_rows_variable_lengths_in_rank_order(tmp_path):
+def run_two_ranks(body, tmp_path):
+    """``body(rank) -> dict`` in two gloo processes; returns each rank's dict, in rank order."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_gather_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_rank_worker, args=(port, str(tmp_path), body), nprocs=2, join=True)
+    return [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
+
+
+def _gather_body(rank):
+    x = torch.arange(3 * (rank + 1) * 2, dtype=torch.float32).view(-1, 2) + 100 * rank  # 3 rows, then 6
+    ids = torch.tensor([rank] * (rank + 2))
+    return {"x": zero.all_gather_rows(x), "ids": zero.all_gather_rows(ids), "world": zero.world()}
+
+
+def test_all_gather_rows_variable_lengths_in_rank_order(tmp_path):
+    results = run_two_ranks(_gather_body, tmp_path)
     expect = torch.cat([torch.arange(6.0).view(-1, 2), torch.arange(12.0).view(-1, 2) + 100])
-    for rank in range(2):
-        got = torch.load(tmp_path / f"{rank}.pt")
+    for rank, got in enumerate(results):
         assert got["world"] == (rank, 2)
         assert torch.equal(got["x"], expect)  # every rank: rank 0's 3 rows, then rank 1's 6
         assert got["ids"].tolist() == [0, 0, 1, 1, 1]
 
 
-def _forwards_worker(rank, port, out):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    try:
-        def forward(x):  # a collective, like a ZeRO-3 forward gathering its layers
-            t = x.clone()
-            dist.all_reduce(t)
-            return t
+def _collective_forward(x):  # a collective, like a ZeRO-3 forward gathering its layers
+    t = x.clone()
+    dist.all_reduce(t)
+    return t
 
-        f = zero.EqualForwards(forward, torch.zeros(1))
-        for _ in range(1 + 2 * rank):  # rank 0: 1 forward, rank 1: 3 (without pad(): a hang)
-            f(torch.ones(1))
-        missing = f.pad()
-        torch.save({"missing": missing, "calls": f.calls}, f"{out}/{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+
+def _forwards_body(rank):
+    f = zero.EqualForwards(_collective_forward, torch.zeros(1))
+    for _ in range(1 + 2 * rank):  # rank 0: 1 forward, rank 1: 3 (without pad(): a hang)
+        f(torch.ones(1))
+    missing = f.pad()
+    return {"missing": missing, "calls": f.calls}
 
 
 def test_equal_forwards_pads_the_ranks_with_fewer_calls(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_forwards_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
-    got = [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
+    got = run_two_ranks(_forwards_body, tmp_path)
     assert [g["missing"] for g in got] == [2, 0] and [g["calls"] for g in got] == [1, 3]
 
 
