@@ -14,6 +14,7 @@ A benchmark object in ``results.json`` opts in with ``"matched": {"x", "levels",
 
 from __future__ import annotations
 
+import io
 import math
 import warnings
 from pathlib import Path
@@ -194,8 +195,6 @@ def plot_matched(bench: Mapping[str, Any], out_path: Union[str, Path], title: st
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), fontsize=8, frameon=False)
     fig.suptitle(title or f"Matched forgetting — {bench['benchmark']}")
     fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(labels) // 7), 1, 0.96))
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
