@@ -11,6 +11,7 @@ finite-difference probe plus whether the shards were restored bit-exactly.
 """
 
 import argparse
+import faulthandler
 import json
 import os
 import sys
@@ -84,6 +85,7 @@ def skip_shm_comm_build():
 
 
 def main():
+    faulthandler.enable()  # a C++ abort on one rank prints that rank's Python stack
     skip_shm_comm_build()
     p = argparse.ArgumentParser()
     p.add_argument("work")
@@ -146,6 +148,13 @@ def main():
         out.mkdir(parents=True, exist_ok=True)
         save_file(final, str(out / "final.safetensors"))
         (out / "report.json").write_text(json.dumps(report))
+    zero.shutdown()
+    # Skip interpreter teardown: in CI one rank once aborted ("terminate called without an
+    # active exception", SIGABRT) at the end of a finished run; faulthandler and this line
+    # tell a teardown abort (after "done") from one during the work.
+    print(f"rank {rank}: done", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(0)
 
 
 def probe(tr, model, forget, final, work):
@@ -179,7 +188,12 @@ def probe(tr, model, forget, final, work):
     plain.load_state_dict(final)
     plain.eval()
     reference = zero.output_layer_probe(logp_fn(plain), plain.get_output_embeddings().weight, direction, eps=1e-2)
-    return {"values": values.tolist(), "reference": reference.tolist(), "restored_exactly": restored}
+    # float32 round-off of a central difference: each log-prob carries ~1 ulp of |logp|, so
+    # (plus - minus) / (2 eps) may differ by 4 ulp / (2 eps) between two forwards whose sums
+    # run in a different order (the gathered shard vs an ordinary tensor: it happens, rarely)
+    roundoff = 4 * torch.finfo(torch.float32).eps * logp_fn(plain)().abs().max().item() / (2 * 1e-2)
+    return {"values": values.tolist(), "reference": reference.tolist(), "restored_exactly": restored,
+            "roundoff": roundoff}
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ scorer within 5e-5, bank identical):
   to float summation order); retain bank: the same token ids (the setup pass is split across
   the ranks, with a dummy batch on the rank past the end, and its results all-gathered);
 - the output-layer finite-difference probe on the sharded model equals the probe on an ordinary
-  copy of the same weights (1e-6), and the shards are restored bit-exactly;
+  copy of the same weights up to float32 round-off of the central difference (usually exactly;
+  a gap above 1e-6 seen once in 16 runs), and the shards are restored bit-exactly;
 - resuming from the step-2 ZeRO checkpoint ends bit-identical (model, scorer) to the
   uninterrupted run.
 TW_NPO (reference model) under ZeRO-3 is checked the same way, and a masking weighter with
@@ -104,8 +105,10 @@ def test_zero_matches_single_process_and_resumes(stage, work, single, tmp_path):
     # the probe on the shards equals the probe on materialized weights; shards restored exactly
     probe = rep["probe"]
     assert probe["restored_exactly"]
-    assert torch.allclose(torch.tensor(probe["values"]), torch.tensor(probe["reference"]), atol=1e-6)
-    assert torch.tensor(probe["values"]).abs().max() > 1e-4  # the perturbation did move the logits
+    values, reference = torch.tensor(probe["values"]), torch.tensor(probe["reference"])
+    gap = (values - reference).abs().max().item()
+    assert gap <= probe["roundoff"], f"probe: max |sharded - plain| {gap} > float32 round-off {probe['roundoff']}"
+    assert values.abs().max() > 100 * probe["roundoff"]  # the perturbation did move the logits
 
     # resume from the step-2 ZeRO checkpoint: model and scorer as in the uninterrupted run
     ckpt = full / "checkpoint-2"

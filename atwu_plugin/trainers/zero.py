@@ -201,3 +201,13 @@ def deepspeed_checkpoint_globals() -> list:
     # found by loading CPU ZeRO-2 and ZeRO-3 checkpoints (tests/test_zero.py); DynamicLossScaler
     # is what fp16 runs store in place of LossScaler
     return [ZeroStageEnum, LossScaler, DynamicLossScaler, fragment_address]
+
+
+def shutdown() -> None:
+    """Leave the process group cleanly at the end of a distributed run: a barrier, then
+    ``destroy_process_group``. Without it a rank that finishes first can exit while gloo's
+    worker threads still run, and the C++ runtime aborts it ("terminate called without an
+    active exception", SIGABRT) after all the work is done: intermittent under CPU ZeRO-2."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
