@@ -9,8 +9,8 @@ Peak memory: each mode runs again in its own subprocess. CPU PyTorch keeps no al
 statistics, so the child measures *tensor* memory itself: the bytes of every live tensor
 storage after setup (model, optimizer state, frozen copies, ATWU's banks and caches; found by
 a gc scan, each storage counted once) plus the largest rise above that during the measured
-steps, from the PyTorch profiler's per-op allocation records (``profile_memory=True``) summed
-in time order. ``ratio_peak_mem`` is the ratio of those peaks (what a GPU's
+steps, from the PyTorch profiler's allocator records (``profile_memory=True``: one timestamped
+event per allocation and free) summed in time order. ``ratio_peak_mem`` is the ratio of those peaks (what a GPU's
 ``max_memory_allocated`` would report). Peak RSS is printed too, for reference; it is a
 whole-process high-water mark that model construction already sets.
 Last line: ``ratio_step_time=<x> ratio_peak_mem=<y>`` for the default ATWU configuration.
@@ -125,17 +125,31 @@ def live_tensor_bytes():
     return total
 
 
+def allocation_peak_rise(prof) -> int:
+    """Largest rise of allocated CPU tensor bytes over a ``profile(profile_memory=True)``
+    window, from the allocator's own records: one timestamped ``[memory]`` event per
+    allocation (+bytes) and free (-bytes), summed in time order, i.e. the exact allocator
+    curve. (Summing per-op ``self_cpu_memory_usage`` in op start order, as an earlier version
+    did, misplaces the allocations of long and nested ops and of other threads: the same
+    ZeRO-3 run read anywhere from 30 to 77 MiB.)"""
+    from torch._C._autograd import DeviceType
+
+    records = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                     if e.name() == "[memory]" and e.device_type() == DeviceType.CPU)
+    cur = peak = 0
+    for _, nbytes in records:
+        cur += nbytes
+        peak = max(peak, cur)
+    return peak
+
+
 def profiled_peak_rise(fn):
     """Largest rise of allocated tensor bytes while ``fn()`` runs (profiler allocation records)."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    cur = peak = 0
-    for e in sorted(prof.events(), key=lambda e: e.time_range.start):
-        cur += e.self_cpu_memory_usage
-        peak = max(peak, cur)
-    return peak
+    return allocation_peak_rise(prof)
 
 
 def memory_child(mode, args):

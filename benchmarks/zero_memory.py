@@ -8,16 +8,16 @@ configuration: bank 8192 tokens, sketch 256, 200 scorer pre-fit steps), one afte
 each under ``accelerate launch`` with ``atwu-accelerate-config zero3_cpu`` at 2 samples per
 rank. Each rank reports its peak *tensor* memory during training (``--tensor-memory`` of
 tests/_train_zero.py: live tensor storages after DeepSpeed partitioned the model, plus the
-largest rise of allocated bytes until training ends, from the profiler's allocation records;
+largest rise of allocated bytes until training ends, from the profiler's allocator records;
 what ``max_memory_allocated`` reports on a GPU). The ratio compares the larger rank of each run.
 Prints ``ratio_peak_mem=<x>`` (target <= 1.05). Peak RSS is not used: it is a whole-process
-high-water mark dominated by Python/torch/DeepSpeed (unprofiled runs gave 1.024 without telling
-the two apart) and, under the profiler, inflated by the profiler's own event records.
+high-water mark dominated by Python/torch/DeepSpeed and cannot tell the two apart.
 
-ATWU's extra memory is fixed-size state (two retain banks of 8192 tokens x (H + 256) fp32 and a
-normalized copy, the random projection, the conflict's [256 x 4096] chunks): tens of MiB, which
-is several times this micro model's whole footprint and well under 1 % of an 8B model's.
-docs/scaling.md has the per-component estimates for real model sizes (scripts/memory_estimates.py).
+ATWU's extra memory is fixed-size state that does not scale with the model (the retain bank's
+rows of ``H + 256`` floats, the ``V x 256`` random projection, the setup pass): a few MiB,
+about as much as this micro model's whole training footprint, and well under 1 % of an 8B
+model's. docs/scaling.md has the breakdown and the per-component estimates for real model
+sizes (scripts/memory_estimates.py).
 """
 
 import argparse

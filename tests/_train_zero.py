@@ -55,7 +55,7 @@ class TensorMemory(TrainerCallback):
     """Peak tensor memory of this rank during training (what ``max_memory_allocated`` reports
     on a GPU; CPU torch keeps no allocator statistics): live tensor storages when training
     begins (after DeepSpeed has partitioned the model; gc scan, ``benchmarks/step_time.py``)
-    plus the largest rise of allocated bytes until it ends (profiler allocation records)."""
+    plus the largest rise of allocated bytes until it ends (the profiler's allocator records)."""
 
     def on_train_begin(self, args, state, control, **kwargs):
         sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
@@ -67,11 +67,9 @@ class TensorMemory(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.prof.__exit__(None, None, None)
-        cur = rise = 0
-        for e in sorted(self.prof.events(), key=lambda e: e.time_range.start):
-            cur += e.self_cpu_memory_usage
-            rise = max(rise, cur)
-        self.peak = self.base + rise
+        from step_time import allocation_peak_rise
+
+        self.peak = self.base + allocation_peak_rise(self.prof)
 
 
 def skip_shm_comm_build():

@@ -360,6 +360,7 @@ def test_bank_refresh_is_deterministic_and_state_dict_round_trips():
     assert torch.equal(restored.h, a.h) and restored.n_refreshes == a.n_refreshes
     _, h_hat = a.normalized()
     torch.testing.assert_close(h_hat.norm(dim=-1), torch.ones(50))
+    torch.testing.assert_close(a.normalized(slice(10, 20))[1], h_hat[10:20])  # per-chunk rows: same values
 
 
 def test_bank_samples_uniformly_across_batches():

@@ -79,7 +79,7 @@ def retain_conflict(
     aggregate: str = "max",
     topk: int = 8,
     temperature: float = 0.05,
-    chunk_size: int = 4096,
+    chunk_size: int = 1024,
 ) -> torch.Tensor:
     """Conflict ``c [N]`` of forget tokens (``OutputGradFeatures``: ``e``, ``h``, ``token_ids``)
     with a ``RetainFeatureBank`` (higher = pushing the token down hurts some retain token more)."""
@@ -95,24 +95,22 @@ def retain_conflict(
     h_t = forget_feats.h.float()
     if mode == "token_bucket":
         h_t = F.normalize(h_t, dim=-1, eps=1e-12)
-        _, h_bank = bank.normalized()
         # only bank rows whose id occurs among the forget tokens can match: drop the rest first
         rows = torch.isin(bank.token_ids, forget_feats.token_ids).nonzero()[:, 0]
         for i in range(0, len(rows), chunk_size):
             r = rows[i : i + chunk_size]
             valid = forget_feats.token_ids[:, None] == bank.token_ids[r][None, :]
-            agg.update(h_t @ h_bank[r].T, valid)
+            agg.update(h_t @ F.normalize(bank.h[r], dim=-1, eps=1e-12).T, valid)
         return agg.result()
 
     sketch = bank.sketch
+    e_t = forget_feats.e.float()
     if mode == "kernel":
-        e_t, h_t = sketch.normalize(forget_feats.e.float()), F.normalize(h_t, dim=-1, eps=1e-12)
-        e_bank, h_bank = bank.normalized()
-    else:  # raw
-        e_t, e_bank, h_bank = forget_feats.e.float(), bank.e, bank.h
+        e_t, h_t = sketch.normalize(e_t), F.normalize(h_t, dim=-1, eps=1e-12)
     for i in range(0, len(bank), chunk_size):
         sl = slice(i, i + chunk_size)
-        agg.update(sketch.gram(e_t, e_bank[sl]) * (h_t @ h_bank[sl].T))
+        e_s, h_s = bank.normalized(sl) if mode == "kernel" else (bank.e[sl], bank.h[sl])
+        agg.update(sketch.gram(e_t, e_s) * (h_t @ h_s.T))
     return agg.result()
 
 

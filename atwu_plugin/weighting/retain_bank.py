@@ -5,7 +5,8 @@ cover the retain set evenly: ``refresh`` draws a uniform sample of tokens across
 batches it is given, by bottom-k sampling (every token gets a random key, the ``capacity``
 smallest keys are kept). This is exact uniform sampling without replacement, streams over
 any number of batches with ``capacity`` rows of memory, and is deterministic for a seed.
-Memory: ``capacity * (H + d)`` floats plus an id and a key per row.
+Memory: ``capacity * (H + d)`` floats plus an id and a key per row; cosines normalize the
+rows chunk by chunk (``normalized``), so no unit-norm copy of the bank is kept.
 """
 
 from collections.abc import Callable, Iterable
@@ -26,7 +27,6 @@ class RetainFeatureBank:
         self.token_ids: torch.Tensor | None = None
         self.keys: torch.Tensor | None = None
         self.n_seen = 0
-        self._normalized = None
 
     def __len__(self) -> int:
         return 0 if self.h is None else self.h.shape[0]
@@ -46,7 +46,6 @@ class RetainFeatureBank:
             keep = keys.topk(self.capacity, largest=False).indices.sort().values
             e, h, token_ids, keys = e[keep], h[keep], token_ids[keep], keys[keep]
         self.e, self.h, self.token_ids, self.keys = e, h, token_ids, keys
-        self._normalized = None
 
     @torch.no_grad()
     def refresh(self, batches_iter: Iterable, feature_fn: Callable) -> None:
@@ -61,14 +60,14 @@ class RetainFeatureBank:
             f = feature_fn(batch)
             self.add(f.e, f.h, f.token_ids)
 
-    def normalized(self):
-        """Unit-norm ``(e_hat, h_hat)`` for cosines, cached until the bank changes."""
-        if self._normalized is None:
-            self._normalized = (
-                self.sketch.normalize(self.e),
-                torch.nn.functional.normalize(self.h, dim=-1, eps=1e-12),
-            )
-        return self._normalized
+    def normalized(self, rows=slice(None)):
+        """Unit-norm ``(e_hat, h_hat)`` of ``rows`` (a slice or an index tensor), for cosines.
+        Computed on every call, not cached: a cached copy would double the bank's memory, and
+        normalizing a chunk costs O(chunk * (H + d)) next to the O(N * chunk * (H + d)) Gram."""
+        return (
+            self.sketch.normalize(self.e[rows]),
+            torch.nn.functional.normalize(self.h[rows], dim=-1, eps=1e-12),
+        )
 
     def memory_floats(self) -> int:
         return 0 if self.h is None else self.capacity * (self.h.shape[1] + self.e.shape[1])
@@ -77,7 +76,6 @@ class RetainFeatureBank:
         if self.h is not None:
             self.e, self.h = self.e.to(device), self.h.to(device)
             self.token_ids, self.keys = self.token_ids.to(device), self.keys.to(device)
-        self._normalized = None
         return self
 
     def state_dict(self) -> dict:
