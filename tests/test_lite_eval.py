@@ -307,6 +307,20 @@ def test_deterministic_and_batch_invariant(tok, model, result):
     assert a["forget_rouge"] == b["forget_rouge"]
 
 
+def test_trajectory_pass_skips_only_the_utility_terms(evaluator, model, result):
+    """generate=False, utility_terms=False: every forget/retain-answer/holdout probability
+    metric as in the full evaluation; the world split and the retain truth ratio are skipped."""
+    cheap = evaluator.evaluate(model, generate=False, utility_terms=False)
+    for k in ("forget_quality", "forget_prob", "forget_truth_ratio", "retain_prob", "holdout_prob",
+              "forget_specific_prob", "forget_generic_prob", "kl_to_retain"):
+        assert cheap[k] == pytest.approx(result[k], rel=1e-6), k
+    assert "world" not in cheap["details"] and "world_prob" not in cheap
+    assert cheap["retain_truth_ratio"] is None and cheap["model_utility"] is None
+    assert "pert_avg_nll" not in cheap["details"]["retain"]
+    with pytest.raises(ValueError, match="utility"):
+        evaluator.evaluate(model, generate=True, utility_terms=False)
+
+
 def test_model_state_restored(tok, model):
     m = _model(tok, 2).train().to(torch.bfloat16)
     res = _evaluator(tok, splits={"forget": FORGET[:1]}, max_new_tokens=2).evaluate(m)

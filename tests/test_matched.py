@@ -116,8 +116,8 @@ def test_evaluator_trajectory_schedule():
     calls = []
 
     class FakeEvaluator:
-        def evaluate(self, model, generate=True):
-            calls.append(generate)
+        def evaluate(self, model, generate=True, utility_terms=True):
+            calls.append((generate, utility_terms))
             return {"forget_specific_prob": 0.5, "model_utility": None, "ou": {}, "details": {}, "n": 3}
 
     cb = EvaluatorTrajectory(FakeEvaluator(), points=4)
@@ -127,7 +127,7 @@ def test_evaluator_trajectory_schedule():
         state.global_step = step
         cb.on_step_end(None, state, None, model=object())
     assert [p["step"] for p in cb.trajectory] == [0, 2, 5, 8, 10]  # round(10 * i / 4)
-    assert calls == [False] * 5  # never generates
+    assert calls == [(False, False)] * 5  # never generates, never computes utility-only terms
     assert cb.trajectory[0] == {"step": 0, "forget_specific_prob": 0.5, "model_utility": None}
 
 

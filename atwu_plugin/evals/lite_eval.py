@@ -400,13 +400,18 @@ class LiteEvaluator:
 
     # ---------------------------------------------------------------- evaluate
 
-    def evaluate(self, model, generate: bool = True) -> Dict[str, Any]:
+    def evaluate(self, model, generate: bool = True, utility_terms: bool = True) -> Dict[str, Any]:
         """Evaluate ``model``; returns flat scalar metrics, ``ou`` (OU's metric names) and
         ``details`` (per-split, per-sample values). Deterministic for a given model.
 
         ``generate=False`` skips greedy generation (the slow part): ROUGE metrics and model
         utility (which needs them) are then None; every probability metric is computed as
-        usual. Used for cheap trajectories during training."""
+        usual. ``utility_terms=False`` (only with ``generate=False``) also skips what only
+        model utility reads: the world/ra/wf splits and the retain truth ratio (the paraphrased
+        and perturbed retain answers), about half of a probability-only pass on TOFU. Both
+        are for cheap trajectories during training."""
+        if generate and not utility_terms:
+            raise ValueError("evaluate(generate=True, utility_terms=False): model utility needs its terms")
         if self._reference is None and self.retain_model is not None:
             self._reference = self.reference_stats(self.retain_model)
 
@@ -427,6 +432,8 @@ class LiteEvaluator:
                     kl_acc.update(logits, self._logits(retain, batch), batch["labels"], kind)
 
             for split in self._enc:
+                if not utility_terms and split in ("world", "ra", "wf"):
+                    continue
                 enc = self._enc[split]
                 d: Dict[str, Any] = {"n": len(enc["answer"]), "n_truncated": enc["n_truncated"]}
                 hook = forget_tokens if split == "forget" else None
@@ -435,10 +442,12 @@ class LiteEvaluator:
                 d["prob"] = tm.sample_probability(ans).tolist()
                 d["mean_prob"] = tm.mean_probability(ans)
                 for role, name in (("para", "paraphrased"), ("pert", "perturbed")):
-                    if enc[role]:
+                    if enc[role] and (utility_terms or split != "retain"):
                         vals = self._avg_nll_options(m, enc[role], f"{split} {name}")
                         d[f"{role}_avg_nll"] = [x.tolist() for x in vals]
-                if split in ("forget", "retain"):
+                if split == "retain" and not utility_terms:
+                    d["truth_ratio_agg"] = None
+                elif split in ("forget", "retain"):
                     agg = "closer_to_1_better" if split == "forget" else "true_better"
                     # OU: the correct side of forget/retain truth ratios is the paraphrased answer.
                     d["truth_ratio_agg"], tr = tm.aggregate_truth_ratio(

@@ -43,8 +43,8 @@ class TrajectoryCallback(TrainerCallback):
 
 
 class EvaluatorTrajectory(TrainerCallback):
-    """``points`` probability-only evaluations (``evaluator.evaluate(model, generate=False)``)
-    spread evenly over training, plus one at step 0: the curves the matched-forgetting
+    """``points`` probability-only evaluations (``evaluator.evaluate(model, generate=False,
+    utility_terms=False)``: no generation, no model-utility terms) spread evenly over training, plus one at step 0: the curves the matched-forgetting
     comparison interpolates. Evaluation runs under no_grad in eval mode and draws no random
     numbers, so the trained model is the same with or without this callback."""
 
@@ -56,7 +56,7 @@ class EvaluatorTrajectory(TrainerCallback):
         self._due: set = set()
 
     def measure(self, model, step: int):
-        res = self.evaluator.evaluate(model, generate=False)
+        res = self.evaluator.evaluate(model, generate=False, utility_terms=False)
         self.trajectory.append({"step": step, **{k: v for k, v in res.items()
                                                  if k not in ("ou", "details") and (v is None or isinstance(v, float))}})
 
