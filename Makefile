@@ -66,14 +66,15 @@ results-tofu-tiny: setup
 		--title "TOFU-tiny (real TOFU text, forget10), all methods, 3 seeds" --command "make results-tofu-tiny" --notes docs/results/tofu_tiny_notes.md
 
 # docs/results/tofu_honest.md (issue 11): label-free methods and ATWU scorer variants on TOFU-tiny
-# forget05 + forget10, 3 seeds, at matched forgetting. 84 cells; not yet run. Estimate from the
-# TOFU-tiny cells (130-430 s each, two at a time on a loaded 2-core machine): 1.5-3 h, over the
-# issue's 1 h target.
+# forget05 + forget10, 3 seeds, at matched forgetting (84 cells), plus the label-source page for
+# both splits. Builds the TOFU-tiny zoo first if it is not cached (target + retain90 + retain95).
 results-tofu-honest: setup
 	TOFU_DATA=$(TOFU_DATA) OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/tofu_honest.yaml --output-dir outputs/results/tofu_honest --jobs 2
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/tofu_tiny_zoo.py --data-dir $(TOFU_DATA) --retain-splits retain90 retain95 \
+		--page docs/results/tofu_honest_zoo.md
 	$(BIN)/python scripts/results_doc.py outputs/results/tofu_honest docs/results/tofu_honest.md \
 		--title "Real TOFU text (TOFU-tiny forget05/forget10): label-free methods and ATWU scorer variants at matched forgetting" \
-		--command "make results-tofu-honest"
+		--command "make results-tofu-honest" --notes docs/results/tofu_honest_notes.md
 
 # CI regression check of reported scores (also run by the test suite)
 regress: setup

@@ -49,16 +49,17 @@ def main():
         "",
     ]
     page.parent.mkdir(parents=True, exist_ok=True)
-    png = out / "tradeoff.png"
-    if png.exists():
-        dest = page.with_name(page.stem + "_tradeoff.png")
-        shutil.copyfile(png, dest)
-        lines += [f"![forget quality vs model utility]({dest.name})", ""]
-    curves = out / "matched.png"
-    if curves.exists():
-        dest = page.with_name(page.stem + "_matched.png")
-        shutil.copyfile(curves, dest)
-        lines += [f"![trade-off curves along training (matched forgetting)]({dest.name})", ""]
+    # one benchmark: the plots sit in the output dir; several: one subdirectory per benchmark
+    for sub in [out, *sorted(d for d in out.iterdir() if d.is_dir() and d.name != "cells")]:
+        suffix = "" if sub == out else "_" + sub.name
+        label = "" if sub == out else f" — {sub.name}"
+        for name, alt in (("tradeoff", "forget quality vs model utility"),
+                          ("matched", "trade-off curves along training (matched forgetting)")):
+            png = sub / f"{name}.png"
+            if png.exists():
+                dest = page.with_name(f"{page.stem}{suffix}_{name}.png")
+                shutil.copyfile(png, dest)
+                lines += [f"![{alt}{label}]({dest.name})", ""]
     if args.notes:
         lines += ["## Reading the table", "", Path(args.notes).read_text().strip(), ""]
     page.write_text("\n".join(lines))

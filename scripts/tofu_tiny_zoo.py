@@ -102,7 +102,7 @@ def main():
     ap.add_argument("--retain-splits", nargs="+", default=["retain90"], choices=sorted(SPLIT_OF_RETAIN))
     ap.add_argument("--zoo", default="default", choices=["default", "smoke"])
     ap.add_argument("--cache-dir", default=None)
-    ap.add_argument("--page", default=None, help="write the models + label-sources page here (first retain split)")
+    ap.add_argument("--page", default=None, help="write the models + label-sources page here (one section per retain split)")
     args = ap.parse_args()
     spec = TofuZooSpec() if args.zoo == "default" else SMOKE_TOFU_SPEC
     t0 = time.time()
@@ -111,19 +111,24 @@ def main():
           f"vocab {zoo.manifest['vocab']}; base: {json.dumps(zoo.manifest['timings'])})")
     print("\n".join(quality_table(zoo)))
     if args.page:
-        bench = get_benchmark("tofu_tiny", data_dir=args.data_dir, zoo=args.zoo, cache_dir=args.cache_dir,
-                              forget_split=SPLIT_OF_RETAIN[args.retain_splits[0]]).prepare(log=lambda *a: None)
+        benches = [get_benchmark("tofu_tiny", data_dir=args.data_dir, zoo=args.zoo, cache_dir=args.cache_dir,
+                                 forget_split=SPLIT_OF_RETAIN[r]).prepare(log=lambda *a: None)
+                   for r in args.retain_splits]
+        splits = "/".join(b.forget_split for b in benches)
+        per_split = []
+        for bench in benches:
+            per_split += [f"## No unlearning on {bench.forget_split}: the target and the retain model under the "
+                          "leaderboard's evaluator", "", *reference_rows(bench), "", label_page(bench, zoo)]
         text = "\n".join([
-            f"# TOFU-tiny models and label sources ({bench.forget_split})", "",
-            "Produced by `make results-tofu-tiny` (step `scripts/tofu_tiny_zoo.py --page`).", "",
+            f"# TOFU-tiny models and label sources ({splits})", "",
+            "Produced by `scripts/tofu_tiny_zoo.py --page` (a step of `make results-tofu-tiny` and "
+            "`make results-tofu-honest`).", "",
             "## Models", "",
             f"{zoo.manifest['n_parameters'] / 1e6:.2f}M-parameter Llama, vocab {zoo.manifest['vocab']}, cache entry "
             f"`{zoo.root.rsplit('/', 1)[-1]}`. Quality probes (greedy ROUGE-L recall, answer probability) on 100 "
             "evenly spaced questions each; `fit (s)` is wall time on the machine that built it.", "",
             *quality_table(zoo), "",
-            "## No unlearning: the target and the retain model under the leaderboard's evaluator", "",
-            *reference_rows(bench), "",
-            label_page(bench, zoo),
+            *per_split,
         ])
         atomic_write_text(args.page, text + "\n")
         print(f"wrote {args.page}")

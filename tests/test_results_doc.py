@@ -1,0 +1,48 @@
+"""scripts/results_doc.py: the page lists every benchmark's plots (one subdirectory each when a
+leaderboard has several benchmarks) and keeps the single-benchmark names."""
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "results_doc.py"
+
+
+def _output_dir(root: Path, benches) -> Path:
+    out = root / "out"
+    (out / "cells").mkdir(parents=True)
+    runs = [{"method": "A", "seed": 0, "metrics": {}, "wall_s": 60.0}]
+    (out / "results.json").write_text(json.dumps({"benchmarks": [{"benchmark": b, "runs": runs} for b in benches]}))
+    (out / "leaderboard.md").write_text("# Leaderboard: x\n\n| method |\n|---|\n| A |\n")
+    for b in benches:
+        sub = out / b if len(benches) > 1 else out
+        sub.mkdir(exist_ok=True)
+        (sub / "tradeoff.png").write_bytes(b"png-" + b.encode())
+        (sub / "matched.png").write_bytes(b"curves-" + b.encode())
+    return out
+
+
+def _run(monkeypatch, *args):
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), *map(str, args)])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+
+
+def test_plots_of_every_benchmark_are_copied_and_linked(tmp_path, monkeypatch):
+    out = _output_dir(tmp_path, ["f10", "f05"])
+    page = tmp_path / "docs" / "honest.md"
+    _run(monkeypatch, out, page, "--command", "make x")
+    text = page.read_text()
+    for b in ("f05", "f10"):
+        assert (page.parent / f"honest_{b}_tradeoff.png").read_bytes() == b"png-" + b.encode()
+        assert (page.parent / f"honest_{b}_matched.png").read_bytes() == b"curves-" + b.encode()
+        assert f"![forget quality vs model utility — {b}](honest_{b}_tradeoff.png)" in text
+    assert "make x" in text and "2 runs, 2.0 min" in text
+
+
+def test_single_benchmark_keeps_its_names(tmp_path, monkeypatch):
+    out = _output_dir(tmp_path, ["only"])
+    page = tmp_path / "one.md"
+    _run(monkeypatch, out, page, "--command", "make y")
+    assert (tmp_path / "one_tradeoff.png").exists() and (tmp_path / "one_matched.png").exists()
+    assert "![forget quality vs model utility](one_tradeoff.png)" in page.read_text()
