@@ -50,7 +50,10 @@ def main():
     ]
     page.parent.mkdir(parents=True, exist_ok=True)
     # one benchmark: the plots sit in the output dir; several: one subdirectory per benchmark
-    for sub in [out, *sorted(d for d in out.iterdir() if d.is_dir() and d.name != "cells")]:
+    # (plots left in the output dir by an earlier one-benchmark run of the same dir are stale)
+    names = [b["benchmark"] for b in results.get("benchmarks", [])]
+    subs = [out / n for n in names] if len(names) > 1 else [out]
+    for sub in subs:
         suffix = "" if sub == out else "_" + sub.name
         label = "" if sub == out else f" — {sub.name}"
         for name, alt in (("tradeoff", "forget quality vs model utility"),
