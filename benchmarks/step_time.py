@@ -9,9 +9,9 @@ Peak memory: each mode runs again in its own subprocess. CPU PyTorch keeps no al
 statistics, so the child measures *tensor* memory itself: the bytes of every live tensor
 storage after setup (model, optimizer state, frozen copies, ATWU's banks and caches; found by
 a gc scan, each storage counted once) plus the largest rise above that during the measured
-steps, from the PyTorch profiler's allocator records (``profile_memory=True``: one timestamped
-event per allocation and free) summed in time order. ``ratio_peak_mem`` is the ratio of those peaks (what a GPU's
-``max_memory_allocated`` would report). Peak RSS is printed too, for reference; it is a
+steps, from the PyTorch profiler's allocator records (``profile_memory=True``: one
+timestamped event per allocation and free) summed in time order. ``ratio_peak_mem`` is the
+ratio of those peaks (what a GPU's ``max_memory_allocated`` would report). Peak RSS is printed too, for reference; it is a
 whole-process high-water mark that model construction already sets.
 Last line: ``ratio_step_time=<x> ratio_peak_mem=<y>`` for the default ATWU configuration.
 """

@@ -147,9 +147,9 @@ def main():
         save_file(final, str(out / "final.safetensors"))
         (out / "report.json").write_text(json.dumps(report))
     zero.shutdown()
-    # Skip interpreter teardown: in CI one rank once aborted ("terminate called without an
-    # active exception", SIGABRT) at the end of a finished run; faulthandler and this line
-    # tell a teardown abort (after "done") from one during the work.
+    # Skip interpreter teardown: in CI one rank aborted ("terminate called without an active
+    # exception", SIGABRT; where in the run was not visible). Teardown is one candidate;
+    # faulthandler and this line tell a teardown abort (after "done") from one during the work.
     print(f"rank {rank}: done", file=sys.stderr, flush=True)
     sys.stdout.flush()
     os._exit(0)
@@ -174,7 +174,8 @@ def probe(tr, model, forget, final, work):
         return forget_logp
 
     model.eval()
-    values = zero.output_layer_probe(logp_fn(tr.model_wrapped), weight, direction, eps=1e-2)
+    eps = 1e-2
+    values = zero.output_layer_probe(logp_fn(tr.model_wrapped), weight, direction, eps=eps)
     restored = all(torch.equal(b, v) for b, (v, _) in zip(before, zero.owned_views(weight)))
     from transformers.integrations import deepspeed as hf_ds
 
@@ -185,11 +186,11 @@ def probe(tr, model, forget, final, work):
         hf_ds._hf_deepspeed_config_weak_ref = zero3_config
     plain.load_state_dict(final)
     plain.eval()
-    reference = zero.output_layer_probe(logp_fn(plain), plain.get_output_embeddings().weight, direction, eps=1e-2)
+    reference = zero.output_layer_probe(logp_fn(plain), plain.get_output_embeddings().weight, direction, eps=eps)
     # float32 round-off of a central difference: each log-prob carries ~1 ulp of |logp|, so
     # (plus - minus) / (2 eps) may differ by 4 ulp / (2 eps) between two forwards whose sums
     # run in a different order (the gathered shard vs an ordinary tensor: it happens, rarely)
-    roundoff = 4 * torch.finfo(torch.float32).eps * logp_fn(plain)().abs().max().item() / (2 * 1e-2)
+    roundoff = 4 * torch.finfo(torch.float32).eps * logp_fn(plain)().abs().max().item() / (2 * eps)
     return {"values": values.tolist(), "reference": reference.tolist(), "restored_exactly": restored,
             "roundoff": roundoff}
 

@@ -44,9 +44,10 @@ class TrajectoryCallback(TrainerCallback):
 
 class EvaluatorTrajectory(TrainerCallback):
     """``points`` probability-only evaluations (``evaluator.evaluate(model, generate=False,
-    utility_terms=False)``: no generation, no model-utility terms) spread evenly over training, plus one at step 0: the curves the matched-forgetting
-    comparison interpolates. Evaluation runs under no_grad in eval mode and draws no random
-    numbers, so the trained model is the same with or without this callback."""
+    utility_terms=False)``: no generation, no model-utility terms) spread evenly over
+    training, plus one at step 0: the curves the matched-forgetting comparison interpolates.
+    Evaluation runs under no_grad in eval mode and draws no random numbers, so the trained
+    model is the same with or without this callback."""
 
     def __init__(self, evaluator, points: int = 10):
         if points < 1:

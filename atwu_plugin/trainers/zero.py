@@ -205,9 +205,9 @@ def deepspeed_checkpoint_globals() -> list:
 
 def shutdown() -> None:
     """Leave the process group cleanly at the end of a distributed run: a barrier, then
-    ``destroy_process_group``. Without it a rank that finishes first can exit while gloo's
-    worker threads still run, and the C++ runtime aborts it ("terminate called without an
-    active exception", SIGABRT) after all the work is done: intermittent under CPU ZeRO-2."""
+    ``destroy_process_group``, so no rank exits while gloo's worker threads still run (a
+    suspected cause of an intermittent "terminate called without an active exception"
+    SIGABRT in the CPU ZeRO tests; it did not remove it alone, see tests/_train_zero.py)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
