@@ -321,6 +321,31 @@ def test_trajectory_pass_skips_only_the_utility_terms(evaluator, model, result):
         evaluator.evaluate(model, generate=True, utility_terms=False)
 
 
+def test_trajectory_pass_without_forget_truth_ratio(evaluator, model, result):
+    """forget_truth_ratio=False: the forget paraphrased/perturbed answers are not scored;
+    forget_quality and forget_truth_ratio are None, every other probability metric unchanged."""
+    cheap = evaluator.evaluate(model, generate=False, utility_terms=False, forget_truth_ratio=False)
+    assert cheap["forget_quality"] is None and cheap["forget_truth_ratio"] is None
+    assert "para_avg_nll" not in cheap["details"]["forget"] and "pert_avg_nll" not in cheap["details"]["forget"]
+    for k in ("forget_prob", "retain_prob", "holdout_prob", "forget_specific_prob", "forget_generic_prob",
+              "kl_to_retain", "holdout_kl_to_retain"):
+        assert cheap[k] == pytest.approx(result[k], rel=1e-6), k
+
+
+def test_holdout_kl_is_the_forget_kl_of_the_same_records(tok, model, retain_model):
+    """The same records as forget and as holdout split: the two KLs to the retain model agree."""
+    holdout = [{"question": r["question"], "answer": r["answer"]} for r in RETAIN]
+    res = _evaluator(tok, retain_model=retain_model, splits={"forget": RETAIN, "holdout": holdout}).evaluate(
+        model, generate=False, utility_terms=False)
+    assert res["holdout_kl_to_retain"] > 0
+    assert res["holdout_kl_to_retain"] == pytest.approx(res["kl_to_retain"], rel=1e-9)
+    same = _evaluator(tok, retain_model=retain_model, splits={"forget": FORGET[:1], "holdout": HOLDOUT}).evaluate(
+        retain_model, generate=False, utility_terms=False)
+    assert same["holdout_kl_to_retain"] == pytest.approx(0.0, abs=1e-6)
+    assert "holdout_kl_to_retain" not in _evaluator(tok, splits={"forget": FORGET[:1], "holdout": HOLDOUT}).evaluate(
+        model, generate=False, utility_terms=False)
+
+
 def test_model_state_restored(tok, model):
     m = _model(tok, 2).train().to(torch.bfloat16)
     res = _evaluator(tok, splits={"forget": FORGET[:1]}, max_new_tokens=2).evaluate(m)

@@ -116,8 +116,8 @@ def test_evaluator_trajectory_schedule():
     calls = []
 
     class FakeEvaluator:
-        def evaluate(self, model, generate=True, utility_terms=True):
-            calls.append((generate, utility_terms))
+        def evaluate(self, model, generate=True, utility_terms=True, forget_truth_ratio=True):
+            calls.append((generate, utility_terms, forget_truth_ratio))
             return {"forget_specific_prob": 0.5, "model_utility": None, "ou": {}, "details": {}, "n": 3}
 
     cb = EvaluatorTrajectory(FakeEvaluator(), points=4)
@@ -127,8 +127,11 @@ def test_evaluator_trajectory_schedule():
         state.global_step = step
         cb.on_step_end(None, state, None, model=object())
     assert [p["step"] for p in cb.trajectory] == [0, 2, 5, 8, 10]  # round(10 * i / 4)
-    assert calls == [(False, False)] * 5  # never generates, never computes utility-only terms
+    assert calls == [(False, False, True)] * 5  # never generates, never computes utility-only terms
     assert cb.trajectory[0] == {"step": 0, "forget_specific_prob": 0.5, "model_utility": None}
+    calls.clear()
+    EvaluatorTrajectory(FakeEvaluator(), points=1, forget_truth_ratio=False).on_train_begin(None, state, None, model=object())
+    assert calls == [(False, False, False)]
 
 
 def test_plot_matched_without_trajectories_is_none(tmp_path):
@@ -153,3 +156,20 @@ def test_lite_cell_runner_reads_registered_benchmark_option(monkeypatch, tmp_pat
     assert seen == {"name": "tofu_tiny", "opts": {"forget_split": "forget05"}}
     cells.default_run_cell(second)
     assert seen == {"name": "embedded", "opts": {}}
+
+
+def test_trajectory_skips_forget_truth_ratio_only_when_no_matched_metric_reads_it(monkeypatch, tmp_path):
+    from atwu_plugin.leaderboard import cells
+
+    base = {"name": "t", "output_dir": str(tmp_path), "seeds": [0], "benchmarks": [{"name": "embedded"}],
+            "methods": [{"name": "NPO", "trainer": "TW_NPO"}]}
+    with_fq = expand_grid(parse_spec({**base, "matched": {"points": 3}}, source="S"))[0]  # default metrics: forget_quality
+    without = expand_grid(parse_spec({**base, "matched": {"points": 3, "metrics": ["kl_to_retain"]}}, source="S"))[0]
+    assert with_fq.trajectory_forget_truth_ratio and "trajectory_forget_truth_ratio" not in with_fq.config
+    assert not without.trajectory_forget_truth_ratio and without.config["trajectory_forget_truth_ratio"] is False
+    assert with_fq.hash != without.hash  # the trajectories record different metrics
+    seen = {}
+    monkeypatch.setattr(cells, "get_benchmark", lambda name, **opts: "BENCH")
+    monkeypatch.setattr(cells, "run_lite_cell", lambda bench, *a, **kw: seen.update(kw) or {})
+    cells.default_run_cell(without)
+    assert seen["trajectory_forget_truth_ratio"] is False

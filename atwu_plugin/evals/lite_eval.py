@@ -257,18 +257,23 @@ class LiteEvaluator:
 
         ``n_t`` counts every label that is not ``IGNORE_INDEX`` (as OU does; position 0 is a
         prompt token, so this equals the number of scored targets). An encoding without
-        answer tokens gets NaN, as in OU (0 / 0)."""
-        out = []
+        answer tokens gets NaN, as in OU (0 / 0).
+
+        Batches are formed in order of length (stable sort), so a batch pads to the length of
+        similar encodings rather than to the longest of a random group; the values come back
+        in input order. Padding is masked, so this changes no number beyond float round-off."""
+        order = sorted(range(len(encs)), key=lambda i: len(encs[i]["input_ids"]))
+        out = np.empty(len(encs), dtype=np.float64)
         n_batches = math.ceil(len(encs) / self.batch_size)
-        for batch in self._bar(self._batches(encs), n_batches, desc):
+        for b, batch in enumerate(self._bar(self._batches([encs[i] for i in order]), n_batches, desc)):
             logits = self._logits(model, batch)
             logp = token_logprobs(logits, batch["labels"])
             n_tok = (batch["labels"] != IGNORE_INDEX).sum(-1).double()
             avg = -logp.double().sum(-1) / n_tok
-            out.extend(avg.cpu().tolist())
+            out[order[b * self.batch_size : (b + 1) * self.batch_size]] = avg.cpu().numpy()
             if on_batch is not None:
                 on_batch(batch, logits, logp)
-        arr = np.asarray(out, dtype=np.float64)
+        arr = out
         if np.isnan(arr).any():
             n_nan = int(np.isnan(arr).sum())
             logger.warning("%s: %d samples have no answer token (NaN, as in OU)", desc, n_nan)
@@ -400,7 +405,8 @@ class LiteEvaluator:
 
     # ---------------------------------------------------------------- evaluate
 
-    def evaluate(self, model, generate: bool = True, utility_terms: bool = True) -> Dict[str, Any]:
+    def evaluate(self, model, generate: bool = True, utility_terms: bool = True,
+                 forget_truth_ratio: bool = True) -> Dict[str, Any]:
         """Evaluate ``model``; returns flat scalar metrics, ``ou`` (OU's metric names) and
         ``details`` (per-split, per-sample values). Deterministic for a given model.
 
@@ -408,8 +414,14 @@ class LiteEvaluator:
         utility (which needs them) are then None; every probability metric is computed as
         usual. ``utility_terms=False`` (only with ``generate=False``) also skips what only
         model utility reads: the world/ra/wf splits and the retain truth ratio (the paraphrased
-        and perturbed retain answers), about half of a probability-only pass on TOFU. Both
-        are for cheap trajectories during training."""
+        and perturbed retain answers), about half of a probability-only pass on TOFU.
+        ``forget_truth_ratio=False`` skips the forget split's paraphrased and perturbed answers
+        (six options per question on TOFU): forget_truth_ratio and forget_quality are then
+        None. All three are for cheap trajectories during training.
+
+        With a retain model, ``kl_to_retain*`` is measured on the forget answers and
+        ``holdout_kl_to_retain`` on the holdout answers (unseen authors: how far unlearning
+        moved the model where it should not have)."""
         if generate and not utility_terms:
             raise ValueError("evaluate(generate=True, utility_terms=False): model utility needs its terms")
         if self._reference is None and self.retain_model is not None:
@@ -419,6 +431,7 @@ class LiteEvaluator:
         ou: Dict[str, Optional[float]] = {}
         token_acc = TokenKindProbAccumulator()
         kl_acc = KLAccumulator() if self.retain_model is not None else None
+        holdout_kl_acc = KLAccumulator() if self.retain_model is not None else None
 
         with contextlib.ExitStack() as stack:
             m = stack.enter_context(self._prepared(model))
@@ -431,21 +444,27 @@ class LiteEvaluator:
                 if kl_acc is not None:
                     kl_acc.update(logits, self._logits(retain, batch), batch["labels"], kind)
 
+            def holdout_tokens(batch, logits, logp):
+                if holdout_kl_acc is not None:
+                    holdout_kl_acc.update(logits, self._logits(retain, batch), batch["labels"])
+
+            hooks = {"forget": forget_tokens, "holdout": holdout_tokens}
+
             for split in self._enc:
                 if not utility_terms and split in ("world", "ra", "wf"):
                     continue
                 enc = self._enc[split]
                 d: Dict[str, Any] = {"n": len(enc["answer"]), "n_truncated": enc["n_truncated"]}
-                hook = forget_tokens if split == "forget" else None
-                ans = self._avg_nll(m, enc["answer"], f"{split} answers", on_batch=hook)
+                ans = self._avg_nll(m, enc["answer"], f"{split} answers", on_batch=hooks.get(split))
                 d["avg_nll"] = ans.tolist()
                 d["prob"] = tm.sample_probability(ans).tolist()
                 d["mean_prob"] = tm.mean_probability(ans)
+                skip_truth_ratio = (split == "retain" and not utility_terms) or (split == "forget" and not forget_truth_ratio)
                 for role, name in (("para", "paraphrased"), ("pert", "perturbed")):
-                    if enc[role] and (utility_terms or split != "retain"):
+                    if enc[role] and not skip_truth_ratio:
                         vals = self._avg_nll_options(m, enc[role], f"{split} {name}")
                         d[f"{role}_avg_nll"] = [x.tolist() for x in vals]
-                if split == "retain" and not utility_terms:
+                if skip_truth_ratio:
                     d["truth_ratio_agg"] = None
                 elif split in ("forget", "retain"):
                     agg = "closer_to_1_better" if split == "forget" else "true_better"
@@ -471,7 +490,7 @@ class LiteEvaluator:
         ou["forget_Q_A_ROUGE"] = f["mean_rougeL_recall"]
         ou["forget_truth_ratio"] = f["truth_ratio_agg"]
         ou["forget_quality"] = None
-        if self._reference is not None:
+        if self._reference is not None and forget_truth_ratio:
             stat, pvalue = tm.ks_test(f["truth_ratio"], self._reference["forget_truth_ratio"])
             ou["forget_quality"] = pvalue
             f["ks_statistic"] = stat
@@ -516,6 +535,8 @@ class LiteEvaluator:
                 res[f"{split}_truth_ratio"] = _py(w["truth_ratio_agg"])
         if "holdout" in details:
             res["holdout_prob"] = _py(details["holdout"]["mean_prob"])
+            if holdout_kl_acc is not None:
+                res["holdout_kl_to_retain"] = _py(holdout_kl_acc.result()["kl_to_retain"])
         tok = token_acc.result()
         for k in ("specific_prob", "generic_prob", "template_prob", "shared_prob"):
             res[f"forget_{k}"] = _py(tok[k])

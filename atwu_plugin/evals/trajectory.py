@@ -46,18 +46,21 @@ class EvaluatorTrajectory(TrainerCallback):
     """``points`` probability-only evaluations (``evaluator.evaluate(model, generate=False,
     utility_terms=False)``: no generation, no model-utility terms) spread evenly over
     training, plus one at step 0: the curves the matched-forgetting comparison interpolates.
+    ``forget_truth_ratio=False`` also skips the forget split's paraphrased/perturbed answers
+    (forget_quality and forget_truth_ratio are then None), most of a pass on TOFU.
     Evaluation runs under no_grad in eval mode and draws no random numbers, so the trained
     model is the same with or without this callback."""
 
-    def __init__(self, evaluator, points: int = 10):
+    def __init__(self, evaluator, points: int = 10, forget_truth_ratio: bool = True):
         if points < 1:
             raise ValueError(f"points={points}; expected >= 1")
-        self.evaluator, self.points = evaluator, points
+        self.evaluator, self.points, self.forget_truth_ratio = evaluator, points, forget_truth_ratio
         self.trajectory: List[Dict[str, float]] = []
         self._due: set = set()
 
     def measure(self, model, step: int):
-        res = self.evaluator.evaluate(model, generate=False, utility_terms=False)
+        res = self.evaluator.evaluate(model, generate=False, utility_terms=False,
+                                      forget_truth_ratio=self.forget_truth_ratio)
         self.trajectory.append({"step": step, **{k: v for k, v in res.items()
                                                  if k not in ("ou", "details") and (v is None or isinstance(v, float))}})
 

@@ -24,11 +24,13 @@ class _StepProgress(TrainerCallback):
 
 def run_lite_cell(bench, trainer: str, overrides: dict, seed: int, out_dir: str,
                   token_log_path: Optional[str] = None, on_step: Optional[Callable] = None, log=print,
-                  trajectory_points: int = 0) -> dict:
+                  trajectory_points: int = 0, trajectory_forget_truth_ratio: bool = True) -> dict:
     """Unlearn ``bench``'s target model with trainer config ``trainer`` and evaluate it.
 
     ``trajectory_points`` > 0 also records probability-only evaluations during training
-    (``result["trajectory"]``) for comparisons at matched forgetting."""
+    (``result["trajectory"]``) for comparisons at matched forgetting;
+    ``trajectory_forget_truth_ratio=False`` leaves forget_quality/forget_truth_ratio out of
+    them (see :class:`~atwu_plugin.evals.trajectory.EvaluatorTrajectory`)."""
     # Tiny models do not scale across threads, and a fixed thread count keeps a cell's
     # numbers independent of how many cells run side by side (``atwu-leaderboard --jobs``).
     torch.set_num_threads(getattr(bench, "num_threads", 1))
@@ -53,7 +55,7 @@ def run_lite_cell(bench, trainer: str, overrides: dict, seed: int, out_dir: str,
     if trajectory_points > 0:
         from atwu_plugin.evals.trajectory import EvaluatorTrajectory
 
-        trajectory = EvaluatorTrajectory(evaluator, trajectory_points)
+        trajectory = EvaluatorTrajectory(evaluator, trajectory_points, trajectory_forget_truth_ratio)
         trainer_obj.add_callback(trajectory)
     trainer_obj.train()
     train_s = time.time() - t0
@@ -85,4 +87,5 @@ def default_run_cell(cell) -> dict:
         bench, cell.trainer, cell.overrides, cell.seed, str(cell.artifact_dir),
         token_log_path=cell.token_weights_path, on_step=cell.on_step, log=lambda *a: None,
         trajectory_points=getattr(cell, "trajectory_points", 0),
+        trajectory_forget_truth_ratio=getattr(cell, "trajectory_forget_truth_ratio", True),
     )

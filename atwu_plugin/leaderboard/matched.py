@@ -34,6 +34,7 @@ EXTRA_DIRECTIONS = {
     "retain_truth_ratio": "higher",
     "kl_to_retain_specific": "lower",
     "kl_to_retain_generic": "lower",
+    "holdout_kl_to_retain": "lower",
     "forget_template_prob": "higher",
     "forget_shared_prob": "higher",
 }

@@ -144,6 +144,12 @@ class MatchedSpec:
     points: int = 10
     metrics: Tuple[str, ...] = ("forget_generic_prob", "kl_to_retain", "forget_quality", "retain_prob", "holdout_prob")
 
+    @property
+    def needs_forget_truth_ratio(self) -> bool:
+        """Whether the trajectory must score the forget split's paraphrased/perturbed answers
+        (most of a trajectory pass on TOFU)."""
+        return bool({"forget_quality", "forget_truth_ratio"} & {self.x, *self.metrics})
+
     def to_json(self) -> Dict[str, Any]:
         return {"x": self.x, "levels": list(self.levels), "points": self.points, "metrics": list(self.metrics)}
 
