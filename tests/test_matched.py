@@ -173,3 +173,14 @@ def test_trajectory_skips_forget_truth_ratio_only_when_no_matched_metric_reads_i
     monkeypatch.setattr(cells, "run_lite_cell", lambda bench, *a, **kw: seen.update(kw) or {})
     cells.default_run_cell(without)
     assert seen["trajectory_forget_truth_ratio"] is False
+
+
+def test_method_colors_distinct_and_in_spec_order():
+    from atwu_plugin.leaderboard.colors import method_colors
+
+    for n in (3, 14, 25):
+        names = [f"M{i}" for i in range(n)]
+        bench = {"runs": [{"method": m, "seed": s} for m in names for s in (0, 1)]}
+        colors = method_colors(bench)
+        assert list(colors) == names
+        assert len({tuple(c) for c in colors.values()}) == n  # no two methods share a colour

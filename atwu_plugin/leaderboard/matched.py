@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from atwu_plugin.evals.trajectory import value_at
+from atwu_plugin.leaderboard.colors import method_colors
 from atwu_plugin.leaderboard.spec import KNOWN_METRICS
 
 # metrics that are logged along trajectories but are not default table columns
@@ -160,10 +161,10 @@ def plot_matched(bench: Mapping[str, Any], out_path: Union[str, Path], title: st
     cols = min(n, 3)
     fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(5.2 * cols, 4.0 * ((n + cols - 1) // cols)),
                              squeeze=False)
-    cmap = plt.get_cmap("tab10")
+    colors = method_colors(bench)
     for ai, m in enumerate(metrics):
         ax = axes[ai // cols][ai % cols]
-        for mi, (method, runs) in enumerate(curves.items()):
+        for method, runs in curves.items():
             ys = []
             for xr, yd in runs:
                 # the part of the curve before the run's deepest forgetting, as a function of x
@@ -180,7 +181,7 @@ def plot_matched(bench: Mapping[str, Any], out_path: Union[str, Path], title: st
                 mean = np.nanmean(stacked, axis=0)
             if m in LOG_METRICS:
                 mean = 10 ** mean
-            ax.plot(grid, mean, label=method, color=cmap(mi % 10), ls=("-", "--", ":", "-.")[(mi // 10) % 4], lw=1.6)
+            ax.plot(grid, mean, label=method, color=colors[method], lw=1.6)
         for level in spec.get("levels", []):
             ax.axvline(level, color="0.6", ls=":", lw=1)
         ax.set_xlim(1.02, 0.0)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+from atwu_plugin.leaderboard.colors import method_colors
 from atwu_plugin.leaderboard.spec import KNOWN_METRICS, MetricSpec
 from atwu_plugin.utils.atomic import atomic_write_bytes, atomic_write_text
 from atwu_plugin.utils.jsonfile import read_json
@@ -373,7 +374,8 @@ def plot_tradeoff(bench: Mapping, out_path: Union[str, Path], title: str = "") -
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     ax.set_xscale("log")
-    cmap_colors = [f"C{i % 10}" for i in range(len(rows))]
+    by_method = method_colors(bench)
+    cmap_colors = [by_method[r.method] for r in rows]
 
     # individual seeds (faint)
     for i, r in enumerate(rows):
