@@ -38,5 +38,7 @@ class LastTokenGA(PluginUnlearnTrainer):
         forget_loss = (logp * last).sum() / last.sum().clamp_min(1)  # minimizing log p = ascent on NLL
         loss = self.gamma * forget_loss
         if self.alpha and "retain" in inputs:
-            loss = loss + self.alpha * model(**model_inputs(inputs["retain"])).loss
+            retain = inputs["retain"]
+            # model_inputs() drops labels (plugin losses work on logits): pass them for HF's NLL
+            loss = loss + self.alpha * model(**model_inputs(retain), labels=retain["labels"]).loss
         return loss, outputs
