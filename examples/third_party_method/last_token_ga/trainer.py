@@ -31,7 +31,7 @@ class LastTokenGA(PluginUnlearnTrainer):
     def unlearning_loss(self, model, inputs):
         forget = inputs["forget"]
         labels = forget["labels"]
-        outputs = model(**{k: v for k, v in model_inputs(forget).items() if k != "labels"})
+        outputs = model(**model_inputs(forget))
         eos = getattr(self.host_tokenizer, "eos_token_id", None) if self.skip_eos else None
         last = last_answer_token_mask(labels, eos)
         logp = token_logprobs(outputs.logits, labels)
