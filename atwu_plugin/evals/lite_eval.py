@@ -263,17 +263,16 @@ class LiteEvaluator:
         similar encodings rather than to the longest of a random group; the values come back
         in input order. Padding is masked, so this changes no number beyond float round-off."""
         order = sorted(range(len(encs)), key=lambda i: len(encs[i]["input_ids"]))
-        out = np.empty(len(encs), dtype=np.float64)
+        arr = np.empty(len(encs), dtype=np.float64)
         n_batches = math.ceil(len(encs) / self.batch_size)
         for b, batch in enumerate(self._bar(self._batches([encs[i] for i in order]), n_batches, desc)):
             logits = self._logits(model, batch)
             logp = token_logprobs(logits, batch["labels"])
             n_tok = (batch["labels"] != IGNORE_INDEX).sum(-1).double()
             avg = -logp.double().sum(-1) / n_tok
-            out[order[b * self.batch_size : (b + 1) * self.batch_size]] = avg.cpu().numpy()
+            arr[order[b * self.batch_size : (b + 1) * self.batch_size]] = avg.cpu().numpy()
             if on_batch is not None:
                 on_batch(batch, logits, logp)
-        arr = out
         if np.isnan(arr).any():
             n_nan = int(np.isnan(arr).sum())
             logger.warning("%s: %d samples have no answer token (NaN, as in OU)", desc, n_nan)
@@ -445,10 +444,11 @@ class LiteEvaluator:
                     kl_acc.update(logits, self._logits(retain, batch), batch["labels"], kind)
 
             def holdout_tokens(batch, logits, logp):
-                if holdout_kl_acc is not None:
-                    holdout_kl_acc.update(logits, self._logits(retain, batch), batch["labels"])
+                holdout_kl_acc.update(logits, self._logits(retain, batch), batch["labels"])
 
-            hooks = {"forget": forget_tokens, "holdout": holdout_tokens}
+            hooks = {"forget": forget_tokens}
+            if holdout_kl_acc is not None:
+                hooks["holdout"] = holdout_tokens
 
             for split in self._enc:
                 if not utility_terms and split in ("world", "ra", "wf"):

@@ -87,8 +87,17 @@ class CellSpec:
     hash: str
     path: Path  # the cell's result file
     on_step: Callable[..., None] = field(default=_noop_step, compare=False, repr=False)
-    trajectory_points: int = 0  # >0: log a matched-forgetting trajectory (spec ``matched``)
-    trajectory_forget_truth_ratio: bool = True  # False: the matched metrics do not read it
+
+    # What the run records is read from the hashed config, so it cannot disagree with the hash.
+    @property
+    def trajectory_points(self) -> int:
+        """> 0: log a matched-forgetting trajectory of that many points (spec ``matched``)."""
+        return self.config.get("trajectory_points", 0)
+
+    @property
+    def trajectory_forget_truth_ratio(self) -> bool:
+        """False: the trajectory skips the forget truth ratio (no matched metric reads it)."""
+        return self.config.get("trajectory_forget_truth_ratio", True)
 
     @property
     def key(self) -> str:
@@ -122,19 +131,15 @@ def expand_grid(spec: LeaderboardSpec) -> List[CellSpec]:
                     "seed": s,
                     "host": spec.host,
                 }
-                truth_ratio = True
                 if spec.matched is not None:  # a trajectory changes what the cell records
                     config["trajectory_points"] = spec.matched.points
-                    truth_ratio = spec.matched.needs_forget_truth_ratio
-                    if not truth_ratio:  # only when False: older cells keep their hash
+                    if not spec.matched.needs_forget_truth_ratio:  # only when False: older cells keep their hash
                         config["trajectory_forget_truth_ratio"] = False
                 config = json.loads(canonical_json(config))  # plain JSON types only (tuples -> lists)
                 h = config_hash(config)
                 path = Path(spec.output_dir) / "cells" / b.name / m.name / f"seed{s}-{h[:HASH_LEN]}.json"
                 cells.append(CellSpec(b.name, dict(b.options), m.name, m.trainer, dict(m.overrides), s,
-                                      spec.host, config, h, path,
-                                      trajectory_points=spec.matched.points if spec.matched else 0,
-                                      trajectory_forget_truth_ratio=truth_ratio))
+                                      spec.host, config, h, path))
     return cells
 
 
