@@ -480,7 +480,9 @@ def test_trust_remote_code_is_off_by_default(tmp_path):
         "model_type": "evil_model", "architectures": ["EvilModel"],
         "auto_map": {"AutoConfig": "configuration_evil.EvilConfig", "AutoModelForCausalLM": "configuration_evil.Evil"},
     }))
-    (repo / "model.safetensors").write_bytes(b"")
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(repo / "model.safetensors"))  # complete, so the config is what is refused
     with pytest.raises(ValueError, match=r"set the option `trust_remote_code=True` to remove this error"):
         load_causal_lm(str(repo))
     assert not marker.exists()

@@ -5,6 +5,7 @@ directory, before the rename), so an interrupted build never leaves a half-writt
 a rerun reuses a complete one. Concurrent builders of the same entry wait on a file lock.
 """
 
+import glob
 import json
 import multiprocessing
 import os
@@ -24,14 +25,21 @@ def cached_dir(root: Path, build_into: Callable[[Path], dict], marker: str = "ma
     with FileLock(str(root) + ".lock"):
         if (root / marker).exists():
             return json.loads((root / marker).read_text())
+        # Under the lock nobody else builds this entry: any "<root>.tmp-*" folder is the
+        # leftover of a build that was killed (SIGKILL, power loss) and is removed.
+        for stale in root.parent.glob(glob.escape(root.name) + ".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(str(root) + f".tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        content = build_into(tmp)
-        (tmp / marker).write_text(json.dumps(content, indent=2))
-        if root.exists():  # a stale, marker-less directory from an interrupted older layout
-            shutil.rmtree(root)
-        os.replace(tmp, root)
+        try:
+            content = build_into(tmp)
+            (tmp / marker).write_text(json.dumps(content, indent=2))
+            if root.exists():  # a stale, marker-less directory from an interrupted older layout
+                shutil.rmtree(root)
+            os.replace(tmp, root)
+        except BaseException:  # an error or Ctrl-C: no half-built folder is left behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return content
 
 

@@ -9,7 +9,9 @@
   not exist is a ``FileNotFoundError`` naming it, not a confusing hub lookup.
 """
 
+import json
 import os
+import struct
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -36,12 +38,36 @@ def _check_local(path: str, what: str) -> str:
     return path  # a hub id, for online users
 
 
-def load_causal_lm(path: str, trust_remote_code: bool = False, allow_pickle: bool = False, **kwargs):
-    """Load a causal LM from a local directory (or hub id for online users).
+def check_safetensors_file(path: str) -> None:
+    """Raise ``ValueError`` naming ``path`` when it is not a complete safetensors file (empty,
+    truncated, random bytes): its 8-byte header length, JSON header and the byte range of every
+    tensor are checked against the file size without reading the tensors."""
+    size = os.path.getsize(path)
+    what = f"{path}: damaged safetensors file"
+    fix = "re-save the model (a cached zoo model: delete its cache folder to rebuild it)"
+    if size < 8:
+        raise ValueError(f"{what} ({size} bytes, expected at least an 8-byte header); {fix}")
+    with open(path, "rb") as f:
+        (header_len,) = struct.unpack("<Q", f.read(8))
+        if header_len > size - 8:
+            raise ValueError(f"{what} (header of {header_len} bytes, but the file has {size} bytes); {fix}")
+        try:
+            header = json.loads(f.read(header_len).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise ValueError(f"{what} (its header is not JSON); {fix}") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{what} (its header is not a JSON object); {fix}")
+    end = max((int(t["data_offsets"][1]) for k, t in header.items()
+               if k != "__metadata__" and isinstance(t, dict) and "data_offsets" in t), default=0)
+    if 8 + header_len + end > size:
+        raise ValueError(f"{what} (truncated: {size} bytes, its header needs {8 + header_len + end}); {fix}")
 
-    Pickled checkpoints (``pytorch_model.bin``, ...) are refused unless ``allow_pickle=True``:
-    unpickling runs arbitrary code, safetensors does not. ``trust_remote_code`` stays off
-    unless set: a checkpoint's own modelling code is never executed by default."""
+
+def check_model_dir(path: str, allow_pickle: bool = False) -> str:
+    """The checks of ``load_causal_lm`` without loading anything (milliseconds): the directory
+    exists, holds ``config.json`` and safetensors weights (or pickled ones with
+    ``allow_pickle``) and every safetensors file is complete. Returns the expanded path (a hub
+    id unchanged)."""
     path = _check_local(path, "model")
     if os.path.isdir(path):
         files = os.listdir(path)
@@ -57,6 +83,18 @@ def load_causal_lm(path: str, trust_remote_code: bool = False, allow_pickle: boo
             raise FileNotFoundError(f"{path}: no model weights found (expected *.safetensors)")
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise FileNotFoundError(f"{path}: no config.json (expected a save_pretrained directory)")
+        for name in sorted(f for f in files if f.endswith(".safetensors")):
+            check_safetensors_file(os.path.join(path, name))
+    return path
+
+
+def load_causal_lm(path: str, trust_remote_code: bool = False, allow_pickle: bool = False, **kwargs):
+    """Load a causal LM from a local directory (or hub id for online users).
+
+    Pickled checkpoints (``pytorch_model.bin``, ...) are refused unless ``allow_pickle=True``:
+    unpickling runs arbitrary code, safetensors does not. ``trust_remote_code`` stays off
+    unless set: a checkpoint's own modelling code is never executed by default."""
+    path = check_model_dir(path, allow_pickle)
     return AutoModelForCausalLM.from_pretrained(
         path, use_safetensors=None if allow_pickle else True, trust_remote_code=trust_remote_code, **kwargs
     )
