@@ -60,7 +60,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             zoo = build_zoo(args.cache_dir, SMOKE_SPEC if args.smoke else None)
             out = export.export_directory(zoo.data_dir, args.out)
             print(f"models: target={zoo.target} base={zoo.base} retain={zoo.retain}")
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
+    except (OSError, ValueError) as err:  # FileNotFound/FileExists/NotADirectory/Permission errors name the path
         print(f"atwu-export: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {out}")

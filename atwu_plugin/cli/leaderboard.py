@@ -8,7 +8,8 @@
 
 Exit codes: 0 all cells finished; 1 some cells failed or are missing (summary on stderr,
 tracebacks in <output_dir>/failures.json; rerun to retry only those); 2 invalid spec or no
-cell runner; 130 interrupted (finished cells are kept: rerun to resume).
+cell runner, or the output directory is a file or in use by another run (the
+message names its PID); 130 interrupted (finished cells are kept: rerun to resume).
 """
 
 from __future__ import annotations
@@ -66,17 +67,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(e.code or 0)
 
     from atwu_plugin.leaderboard.runner import run_leaderboard
-    from atwu_plugin.leaderboard.spec import SpecError, load_spec, spec_summary
+    from atwu_plugin.leaderboard.spec import SpecError, check_lite_cells, load_spec, spec_summary
+    from atwu_plugin.utils.run_lock import OutputDirLocked, check_output_dir
 
+    if args.jobs < 1:
+        print(f"{PROG}: error: --jobs {args.jobs}: expected a positive integer", file=sys.stderr)
+        return 2
     try:
         spec = load_spec(args.spec, output_dir=args.output_dir)
+        check_output_dir(spec.output_dir, "leaderboard output_dir")
     except SpecError as e:
         for line in e.errors:
             print(f"{PROG}: error: {line}", file=sys.stderr)
         return 2
-
-    if args.jobs < 1:
-        print(f"{PROG}: error: --jobs {args.jobs}: expected a positive integer", file=sys.stderr)
+    except NotADirectoryError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     run_cell = None
     if not args.only_report:
@@ -84,6 +89,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             run_cell = load_default_run_cell()
         except RuntimeError as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)
+            return 2
+        try:  # every benchmark, option, trainer and override of the grid, before any model is built
+            check_lite_cells(spec)
+        except SpecError as e:
+            for line in e.errors:
+                print(f"{PROG}: error: {line}", file=sys.stderr)
             return 2
 
     print(spec_summary(spec), file=sys.stderr)
@@ -94,6 +105,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{PROG}: interrupted; finished cells are saved under {spec.output_dir / 'cells'}: "
               "rerun the same command to resume", file=sys.stderr)
         return 130
+    except (OutputDirLocked, NotADirectoryError) as e:  # nothing ran
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
     print(outcome.summary(), file=sys.stderr)
     if args.only_report and outcome.not_run:
         print(f"{PROG}: {len(outcome.not_run)} cell(s) have no result yet (run without --only-report)",

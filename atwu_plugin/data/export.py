@@ -37,24 +37,35 @@ PERTURBED_FIELDS = ("paraphrased_answer", "perturbed_answer")
 RETAIN_PERTURBED_DEFAULT_SIZE = 400  # TOFU's retain_perturbed size
 
 
-def read_records(path: Union[str, Path]) -> Union[list, dict]:
-    """A JSON document or JSON Lines file -> its content: a list of records (or of strings
-    for ``world_text``) for split files; a JSON object (e.g. ``meta.json``) is returned as is."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
+def _read(path: Path) -> "tuple[Union[list, dict], Optional[List[int]]]":
+    """``(content, lines)``: a JSON document, or JSON Lines with the line of each record."""
+    data = path.read_bytes()
     try:
-        return json.loads(text)  # a JSON list (or object); one-line JSON Lines fall through below
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path}: not UTF-8 text (invalid byte 0x{data[e.start]:02x} at line {line}); "
+                         "expected a JSON list or JSON Lines file") from None
+    try:
+        return json.loads(text), None  # a JSON list (or object); one-line JSON Lines fall through below
     except json.JSONDecodeError as e:
         if text.lstrip().startswith("["):
             raise ValueError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-    records = []
+    records, lines = [], []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}: malformed JSON at line {lineno}, column {e.colno}: {e.msg}") from None
-    return records
+            lines.append(lineno)
+    return records, lines
+
+
+def read_records(path: Union[str, Path]) -> Union[list, dict]:
+    """A JSON document or JSON Lines file -> its content: a list of records (or of strings
+    for ``world_text``) for split files; a JSON object (e.g. ``meta.json``) is returned as is."""
+    return _read(Path(path))[0]
 
 
 def _has_perturbed(records: list) -> bool:
@@ -124,67 +135,115 @@ def _resolve(name: str, aliases: Dict[str, str], files: Dict[str, str]) -> str:
     return name
 
 
+def _own_files(out: Path) -> Optional[List[str]]:
+    """The files a previous atwu-export wrote into ``out`` (from its README's ``configs:``
+    metadata, plus README.md), or None when ``out`` has no atwu-export README."""
+    readme = out / "README.md"
+    if not readme.is_file():
+        return None
+    text = readme.read_text(encoding="utf-8", errors="replace")
+    if MARKER not in text:
+        return None
+    return sorted({"README.md", *re.findall(r"^    path: (\S+)$", text, flags=re.M)})
+
+
 def export_splits(splits: Dict[str, list], out_dir: Union[str, Path], meta: Optional[dict] = None, overwrite: bool = True) -> Path:
     """Write ``splits`` (name -> records) as a local dataset directory; returns its path.
 
-    Written into a temporary sibling directory and renamed into place. An existing
-    ``out_dir`` is replaced only if atwu-export wrote it (or it is empty)."""
+    Written into a temporary sibling directory first. A new (or empty) ``out_dir`` is that
+    directory renamed into place. An ``out_dir`` an earlier atwu-export wrote gets its own
+    files replaced one by one (each rename is atomic; README.md last) and only those: files
+    the user added there are kept. Any other non-empty ``out_dir`` is refused."""
     out = Path(out_dir).expanduser().resolve()
     if not splits:
         raise ValueError("nothing to export: no splits")
-    if out.exists():
-        readme = out / "README.md"
-        ours = readme.is_file() and MARKER in readme.read_text(encoding="utf-8", errors="replace")
-        if any(out.iterdir()) and not ours:
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: --out is a file; expected a directory (or a new path)")
+    own = _own_files(out) if out.exists() else None
+    if out.exists() and any(out.iterdir()):
+        if own is None:
             raise FileExistsError(f"{out} exists and was not written by atwu-export; choose another --out")
-        if ours and not overwrite:
+        if not overwrite:
             raise FileExistsError(f"{out} exists (pass overwrite=True to replace it)")
     splits = dict(splits)
     retain_perturbed = _retain_perturbed(splits)
     if retain_perturbed is not None:
         splits["retain_perturbed"] = retain_perturbed
     aliases = tofu_aliases(splits)
+    files: Dict[str, str] = {}
+    for name in sorted(splits):
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ValueError(f"split name {name!r}: use letters, digits, '_', '-' or '.'")
+        files[name] = f"{name}.jsonl"
+    if own is not None:  # never overwrite a file the user put there under one of our names
+        clash = sorted(f for f in files.values() if (out / f).exists() and f not in own)
+        if clash:
+            raise FileExistsError(f"{out}: {', '.join(clash)} not written by atwu-export would be overwritten; "
+                                  "move it or choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        files = {}
         for name, items in sorted(splits.items()):
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-                raise ValueError(f"split name {name!r}: use letters, digits, '_', '-' or '.'")
             records = _as_records(name, items)
-            files[name] = f"{name}.jsonl"
             with open(tmp / files[name], "w", encoding="utf-8") as f:
                 for r in records:
                     f.write(json.dumps(r, ensure_ascii=False) + "\n")
         (tmp / "README.md").write_text(_card(files, aliases, meta), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
+        if own is None:  # new or empty: one rename
+            if out.exists():
+                out.rmdir()
+            os.replace(tmp, out)
+        else:
+            for f in sorted(files.values()):
+                os.replace(tmp / f, out / f)
+            for f in own:  # our files of the previous export that this one no longer has
+                if f != "README.md" and f not in files.values():
+                    (out / f).unlink(missing_ok=True)
+            os.replace(tmp / "README.md", out / "README.md")
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
 def read_split_dir(src_dir: Union[str, Path], names: Optional[Sequence[str]] = None) -> Dict[str, list]:
     """Every ``*.json``/``*.jsonl`` split file of ``src_dir`` (TOFU files or a
-    ``write_benchmark`` directory); JSON that is not a list (e.g. ``meta.json``) is skipped."""
+    ``write_benchmark`` directory): a JSON list, JSON Lines, or ``{"data": [...]}`` (the
+    layout ``datasets`` reads with ``field="data"``), of QA records (checked like
+    ``load_split``: a record without ``question``/``answer`` is an error naming the file and
+    line) or of strings (``world_text``). ``meta.json`` is provenance, not a split; any
+    other file that is not a split is an error naming it, never skipped silently."""
+    from atwu_plugin.data.generator import check_records
+
     src = Path(src_dir).expanduser()
     if not src.is_dir():
         raise FileNotFoundError(f"source directory not found: {src}")
     splits = {}
     for path in sorted(src.iterdir()):
-        if path.suffix not in (".json", ".jsonl") or path.name.startswith("."):
+        if path.suffix not in (".json", ".jsonl") or path.name.startswith(".") or path.name == "meta.json":
             continue
         if names is not None and path.stem not in names:
             continue
-        records = read_records(path)
-        if isinstance(records, dict) and path.name != "meta.json" and set(records) >= {"question", "answer"}:
-            records = [records]  # a one-record JSON Lines file
-        if isinstance(records, list) and records:
-            splits[path.stem] = records
+        records, lines = _read(path)
+        if isinstance(records, dict):
+            if isinstance(records.get("data"), list):
+                records, lines = records["data"], None
+            elif set(records) >= {"question", "answer"}:
+                records = [records]  # a one-record JSON Lines file
+            else:
+                raise ValueError(f"{path}: a JSON object with keys {sorted(records)[:6]}; expected a split: a JSON "
+                                 "list of records, JSON Lines, or {\"data\": [...]}")
+        if not isinstance(records, list):
+            raise ValueError(f"{path}: got a JSON {type(records).__name__}; expected a JSON list of records, JSON "
+                             "Lines, or {\"data\": [...]}")
+        if not records:
+            raise ValueError(f"{path}: empty split (no records)")
+        # world_text: strings (a write_benchmark dir) or {"text": ...} records (an export)
+        if not all(isinstance(r, str) or (isinstance(r, dict) and "text" in r and "question" not in r)
+                   for r in records):
+            check_records(path, records, lines)
+        splits[path.stem] = records
     if not splits:
         raise ValueError(f"{src}: no JSON/JSON Lines split files found")
     if names is not None:

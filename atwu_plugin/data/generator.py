@@ -694,6 +694,14 @@ def load_split(path: Union[str, Path]) -> List[dict]:
         raise ValueError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
     if not records:
         raise ValueError(f"{path}: empty split (no records)")
+    check_records(path, records, lines)
+    return records
+
+
+def check_records(path, records: list, lines: Optional[List[int]] = None) -> None:
+    """Validate QA records read from ``path`` (``lines``: the line of each JSON Lines record):
+    objects with a string ``question`` and a string (or list of strings) ``answer``, valid
+    spans. ``ValueError`` naming the file, the record and its line otherwise."""
     expected = ", ".join(REQUIRED_FIELDS)
     for i, record in enumerate(records):
         where = f"{path}: record {i}" + (f" (line {lines[i]})" if lines else "")
@@ -716,4 +724,3 @@ def load_split(path: Union[str, Path]) -> List[dict]:
                     validate_spans(record[text_key], record[spans_key])
                 except ValueError as e:
                     raise ValueError(f"{where}: {spans_key!r} of {text_key!r}: {e}") from None
-    return records

@@ -411,9 +411,9 @@ def run_lite(args) -> int:
                  else "nothing was saved; rerun the same command to start again")
         print(f"{prog}: interrupted; {saved}", file=sys.stderr)
         return 130
-    except (NonFiniteLossError, OutputDirLocked) as err:  # a failed run, not a usage error
+    except NonFiniteLossError as err:  # a failed run, not a usage error
         return fail(err, 1)
-    except (ValueError, KeyError, OSError, TypeError) as err:  # OSError: missing/unreadable files
+    except (ValueError, KeyError, OSError, TypeError, OutputDirLocked) as err:  # OSError: missing/unreadable files
         return fail(err, 2)
     import math
 

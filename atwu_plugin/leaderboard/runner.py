@@ -42,6 +42,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from atwu_plugin.leaderboard.spec import LeaderboardSpec, to_jsonable
 from atwu_plugin.utils.atomic import atomic_write_json
+from atwu_plugin.utils.run_lock import output_dir_lock
 
 __all__ = [
     "CellSpec",
@@ -164,6 +165,7 @@ class LeaderboardOutcome:
     results_path: Optional[Path] = None
     reports: Dict[str, Path] = field(default_factory=dict)
     report_error: Optional[str] = None
+    warnings: List[str] = field(default_factory=list)  # damaged/NaN cell files, runs dropped from results.json
 
     @property
     def ok(self) -> bool:
@@ -178,6 +180,8 @@ class LeaderboardOutcome:
         lines = [f"leaderboard {self.spec.name!r}: {total} cells: {len(self.ran)} run, "
                  f"{len(self.cached)} reused, {len(self.failures)} failed"
                  + (f", {len(self.not_run)} not run ({self.not_run_reason})" if self.not_run else "")]
+        for w in self.warnings:
+            lines.append(f"  WARNING {w}")
         for f in self.failures:
             lines.append(f"  FAILED {f.key}: {f.error}")
         if self.failures:
@@ -193,17 +197,56 @@ class LeaderboardOutcome:
         return "\n".join(lines)
 
 
-def _load_cell(cell: CellSpec) -> Optional[Dict[str, Any]]:
-    """The stored result of ``cell`` if its file exists, parses and carries the same hash."""
+_NONFINITE = object()  # stands for NaN/Infinity while a cell file is parsed
+
+
+def _nonfinite_to_null(obj: Any, where: str, found: List[str]) -> Any:
+    if obj is _NONFINITE:
+        found.append(where)
+        return None
+    if isinstance(obj, dict):
+        return {k: _nonfinite_to_null(v, f"{where}.{k}" if where else k, found) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nonfinite_to_null(v, f"{where}[{i}]", found) for i, v in enumerate(obj)]
+    return obj
+
+
+def _read_cell(cell: CellSpec) -> "tuple[Optional[Dict[str, Any]], Optional[str]]":
+    """``(record, problem)``: the stored result of ``cell`` if its file exists, parses and
+    carries the same hash, and a one-line note naming the file when it is damaged (the cell
+    then counts as not done and is run again) or held NaN/Infinity (not JSON: read as null,
+    listed under ``nonfinite``)."""
+    path = cell.path
     try:
-        data = json.loads(cell.path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None, None
+    except OSError as e:
+        return None, f"{path}: cannot read cell file ({e.strerror or e}); the cell is run again"
+    try:
+        data = json.loads(raw.decode("utf-8"), parse_constant=lambda name: _NONFINITE)
+    except UnicodeDecodeError as e:
+        return None, f"{path}: damaged cell file (not UTF-8 at byte {e.start}); the cell is run again"
+    except json.JSONDecodeError as e:
+        what = "truncated" if e.pos >= len(raw.rstrip()) else "malformed JSON"
+        return None, (f"{path}: damaged cell file ({what} at line {e.lineno}, column {e.colno}: {e.msg}); "
+                      "the cell is run again")
+    found: List[str] = []
+    data = _nonfinite_to_null(data, "", found)
     if not isinstance(data, dict) or data.get("hash") != cell.hash or not isinstance(data.get("metrics"), dict):
-        return None
+        return None, None  # another configuration's file (or not a cell record): ignored, rerun
     if any(k not in data for k in RUN_KEYS):
-        return None
-    return data
+        return None, f"{path}: incomplete cell record (missing {', '.join(k for k in RUN_KEYS if k not in data)}); " \
+                     "the cell is run again"
+    if found:
+        data["nonfinite"] = sorted(set(data.get("nonfinite") or []) | set(found))
+        return data, f"{path}: non-finite value(s) (NaN/Infinity) at {', '.join(found)}: read as null"
+    return data, None
+
+
+def _load_cell(cell: CellSpec) -> Optional[Dict[str, Any]]:
+    """The stored result of ``cell`` (see :func:`_read_cell`), or None."""
+    return _read_cell(cell)[0]
 
 
 def _clean_metrics(metrics: Mapping[str, Any], cell: CellSpec) -> Dict[str, Any]:
@@ -261,6 +304,8 @@ def collect_results(spec: LeaderboardSpec, records: Mapping[str, Mapping[str, An
             run = {k: rec[k] for k in RUN_KEYS}
             if isinstance(rec.get("trajectory"), list):
                 run["trajectory"] = rec["trajectory"]
+            if rec.get("nonfinite"):  # NaN/inf in a cell file, read as null
+                run["nonfinite"] = rec["nonfinite"]
             runs.append(run)
             if model is None and isinstance(rec.get("model"), str):
                 model = rec["model"]
@@ -364,6 +409,12 @@ def run_leaderboard(spec: LeaderboardSpec, run_cell: Optional[Callable[[CellSpec
             raise ValueError(f"jobs={jobs} needs a picklable run_cell (a module-level function); "
                              f"{run_cell!r} is not: {e}") from None
 
+    # One writer per output directory: a second run stops here, naming the holder's PID.
+    with output_dir_lock(spec.output_dir, "atwu-leaderboard", what="leaderboard output_dir"):
+        return _run_locked(spec, run_cell, progress, fail_fast, only_report, reports, jobs)
+
+
+def _run_locked(spec, run_cell, progress, fail_fast, only_report, reports, jobs) -> LeaderboardOutcome:
     out_dir = Path(spec.output_dir)
     cells = expand_grid(spec)
     outcome = LeaderboardOutcome(spec)
@@ -371,7 +422,10 @@ def run_leaderboard(spec: LeaderboardSpec, run_cell: Optional[Callable[[CellSpec
     todo: List[CellSpec] = []
     with _Progress(progress, len(cells)) as bar:
         for cell in cells:
-            cached = _load_cell(cell)
+            cached, problem = _read_cell(cell)
+            if problem:
+                outcome.warnings.append(problem)
+                bar.log(f"WARNING {problem}")
             if cached is not None:
                 records[cell.hash] = cached
                 outcome.cached.append(cell.key)
@@ -427,6 +481,12 @@ def run_leaderboard(spec: LeaderboardSpec, run_cell: Optional[Callable[[CellSpec
 
     results = collect_results(spec, records, cells)
     out_dir.mkdir(parents=True, exist_ok=True)
+    dropped = _runs_dropped(out_dir / "results.json", cells, records)
+    if dropped:  # results.json never loses a run silently
+        outcome.warnings.append(
+            f"{out_dir / 'results.json'}: {len(dropped)} run(s) of the previous file have no readable cell file "
+            f"now and are left out ({', '.join(dropped[:5])}{', ...' if len(dropped) > 5 else ''}); "
+            "rerun without --only-report to recompute them")
     outcome.results_path = atomic_write_json(out_dir / "results.json", results)
     if "benchmarks" in results:
         for b in results["benchmarks"]:
@@ -445,6 +505,23 @@ def run_leaderboard(spec: LeaderboardSpec, run_cell: Optional[Callable[[CellSpec
     if reports:
         outcome.reports = _write_reports(spec, results, cells, records, outcome)
     return outcome
+
+
+def _runs_dropped(results_path: Path, cells: List[CellSpec], records: Mapping[str, Any]) -> List[str]:
+    """Keys of grid cells that the existing results.json holds but ``records`` lacks."""
+    try:
+        old = json.loads(results_path.read_text(encoding="utf-8"), parse_constant=lambda name: None)
+    except (OSError, ValueError):
+        return []
+    benches = old.get("benchmarks", [old]) if isinstance(old, dict) else []
+    had = set()
+    for b in benches:
+        for run in (b.get("runs") or []) if isinstance(b, dict) else []:
+            try:
+                had.add(config_hash(run["config"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+    return [c.key for c in cells if c.hash in had and c.hash not in records]
 
 
 def _mark_not_run(outcome: "LeaderboardOutcome", cells: List[CellSpec], bar: "_Progress") -> None:
@@ -476,41 +553,82 @@ def _run_in_worker(run_cell: Callable, cell: CellSpec):
         return None, e, tb, time.perf_counter() - t0
 
 
+class WorkerDied(RuntimeError):
+    """The worker process running a cell died (killed, out of memory, crashed)."""
+
+
+def _describe_exit(code: Optional[int]) -> str:
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        import signal
+
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
 def _run_parallel(todo: List[CellSpec], run_cell: Callable, jobs: int, bar: "_Progress", finish, outcome) -> None:
+    """``jobs`` worker slots, each a one-process pool reused from cell to cell. A worker that
+    dies (SIGKILL, the OOM killer) breaks only its own slot's pool: exactly its cell fails
+    (``WorkerDied``, recorded in failures.json), the slot gets a fresh process, the grid goes on."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     bar.log(f"running {len(todo)} cell(s), {jobs} at a time (one thread each)")
     ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init)
-    futures: Dict[Any, CellSpec] = {}
+
+    def new_pool():
+        return ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_worker_init)
+
+    pools = [new_pool() for _ in range(jobs)]
+    futures: Dict[Any, "tuple[int, CellSpec, Any]"] = {}  # future -> (slot, cell, worker process)
     queue = list(todo)
     try:
         while queue or futures:
-            while queue and len(futures) < jobs:
+            busy = {slot for slot, _, _ in futures.values()}
+            for slot in range(jobs):
+                if not queue or slot in busy:
+                    continue
                 cell = queue.pop(0)
                 cell.artifact_dir.mkdir(parents=True, exist_ok=True)
-                futures[pool.submit(_run_in_worker, run_cell, cell)] = cell
-            bar.running([c.key for c in futures.values()])
+                fut = pools[slot].submit(_run_in_worker, run_cell, cell)
+                procs = list((getattr(pools[slot], "_processes", None) or {}).values())
+                futures[fut] = (slot, cell, procs[0] if procs else None)
+            bar.running([c.key for _, c, _ in futures.values()])
             done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
             for fut in done:
-                cell = futures.pop(fut)
+                slot, cell, proc = futures.pop(fut)
                 try:
                     result, error, tb, wall_s = fut.result()
-                except Exception as e:  # noqa: BLE001 - e.g. a worker killed by the OOM killer
+                except BrokenProcessPool:
+                    if proc is not None:
+                        proc.join(timeout=5)
+                    how = _describe_exit(getattr(proc, "exitcode", None))
+                    error = WorkerDied(f"the worker process running this cell died ({how}); "
+                                       "rerun to retry the cell")
+                    result, tb, wall_s = None, "", 0.0
+                    pools[slot].shutdown(wait=False, cancel_futures=True)
+                    pools[slot] = new_pool()
+                except Exception as e:  # noqa: BLE001 - e.g. an unpicklable result
                     result, error, tb, wall_s = None, e, traceback.format_exc(), 0.0
                 if finish(cell, result, error, tb, wall_s):
                     for f in futures:
                         f.cancel()
-                    _mark_not_run(outcome, queue + list(futures.values()), bar)
+                    _mark_not_run(outcome, queue + [c for _, c, _ in futures.values()], bar)
                     queue, futures = [], {}
                     break
     except BaseException:  # KeyboardInterrupt: do not wait for cells in flight
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            proc.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
+        for pool in pools:
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
         raise
-    pool.shutdown(wait=True, cancel_futures=True)
+    for pool in pools:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _write_reports(spec, results, cells, records, outcome) -> Dict[str, Path]:

@@ -47,6 +47,7 @@ config (and its hash) however they are written.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -66,6 +67,7 @@ __all__ = [
     "HOSTS",
     "load_spec",
     "parse_spec",
+    "check_lite_cells",
 ]
 
 # metric -> direction ("higher" or "lower" is better); the default table columns
@@ -200,9 +202,15 @@ def load_spec(path, output_dir=None) -> LeaderboardSpec:
     ``output_dir`` argument, if given, replaces it (relative to the working directory)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as e:
         raise SpecError([f"{path}: cannot read spec: {e.strerror or e}"]) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise SpecError([f"{path}: not UTF-8 text (invalid byte 0x{data[e.start]:02x} at line {line}); "
+                         "expected a YAML leaderboard spec"]) from None
     try:
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
@@ -401,7 +409,9 @@ def parse_spec(data: Any, source: str = "<spec>", base_dir=None) -> LeaderboardS
             if direction not in DIRECTIONS:
                 expected = "'higher' or 'lower'"
                 if "direction" not in e:
-                    expected += f" (required: {mn!r} is not a known metric)"
+                    close = difflib.get_close_matches(mn, list(KNOWN_METRICS), n=1)
+                    expected += f" (required: {mn!r} is not a known metric" + (
+                        f"; did you mean {close[0]!r}?)" if close else ")")
                 err(f"{where}.direction", e.get("direction"), expected)
                 continue
             label = e.get("label", "")
@@ -466,6 +476,43 @@ def _parse_matched(raw: Any, err) -> Optional[MatchedSpec]:
         err("matched.metrics", metrics, "a non-empty list of metric names")
         metrics = list(d.metrics)
     return MatchedSpec(x=x, levels=tuple(float(v) for v in levels), points=points, metrics=tuple(metrics))
+
+
+def check_lite_cells(spec: LeaderboardSpec) -> None:
+    """Everything a lite-host grid needs, checked in well under a second, before any model is
+    built or any cell runs: each benchmark's name and options (by constructing it, which
+    builds nothing), each method's trainer config with its overrides on that benchmark's
+    defaults (names, keys, ``trainer.args`` fields, value ranges: see
+    ``atwu_plugin.guards.validate_trainer_config``). Raises :class:`SpecError`, one line per
+    problem, naming the spec entry."""
+    if spec.host != "lite":
+        return
+    from atwu_plugin.guards import make_benchmark
+    from atwu_plugin.hosts.lite import load_trainer_config
+
+    errors: List[str] = []
+    benches = []
+    for i, b in enumerate(spec.benchmarks):
+        options = dict(b.options)
+        name = options.pop("benchmark", b.name)
+        try:
+            benches.append((b.name, make_benchmark(str(name), options)))
+        except Exception as e:  # noqa: BLE001 - any constructor error is this entry's problem
+            msg = " ".join(str(e).split()) or type(e).__name__
+            errors.append(f"{spec.source}: benchmarks[{i}] ({b.name}): {msg}")
+    trainer_args = {n: getattr(bench, "trainer_args", None) for n, bench in benches}
+    for i, m in enumerate(spec.methods):
+        seen = set()
+        for bname, args in trainer_args.items() or [(None, None)]:
+            try:
+                load_trainer_config(m.trainer, m.overrides, base_args=args)
+            except Exception as e:  # noqa: BLE001
+                msg = " ".join(str(e).split()) or type(e).__name__
+                if msg not in seen:
+                    seen.add(msg)
+                    errors.append(f"{spec.source}: methods[{i}] ({m.name}): {msg}")
+    if errors:
+        raise SpecError(errors)
 
 
 def spec_summary(spec: LeaderboardSpec) -> str:
