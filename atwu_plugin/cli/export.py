@@ -47,7 +47,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from atwu_plugin.data import export
 
+    from atwu_plugin.utils.run_lock import check_output_dir
+
     try:
+        check_output_dir(args.out, "--out")  # before generating or building anything
         if args.source == "embedded":
             kwargs = {k: v for k, v in (("n_authors", args.n_authors), ("n_holdout", args.n_holdout), ("qa_per_author", args.qa_per_author)) if v is not None}
             out = export.export_embedded(args.out, seed=args.seed, **kwargs)

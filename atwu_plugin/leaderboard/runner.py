@@ -228,7 +228,8 @@ def _read_cell(cell: CellSpec) -> "tuple[Optional[Dict[str, Any]], Optional[str]
     except UnicodeDecodeError as e:
         return None, f"{path}: damaged cell file (not UTF-8 at byte {e.start}); the cell is run again"
     except json.JSONDecodeError as e:
-        what = "truncated" if e.pos >= len(raw.rstrip()) else "malformed JSON"
+        cut = e.pos >= len(raw.rstrip()) or e.msg.startswith("Unterminated string")
+        what = "truncated" if cut else "malformed JSON"
         return None, (f"{path}: damaged cell file ({what} at line {e.lineno}, column {e.colno}: {e.msg}); "
                       "the cell is run again")
     found: List[str] = []
