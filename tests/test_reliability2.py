@@ -524,14 +524,14 @@ SMOKE = ["--lite", "benchmark.zoo=smoke"]
 def test_unlearn_then_eval_the_saved_model(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
-    argv = [*SMOKE, "trainer=TW_GA", "trainer.args.num_train_epochs=2", f"output_dir={out}"]
+    argv = [*SMOKE, "trainer=TW_GA", "trainer.args.num_train_epochs=4", f"output_dir={out}"]  # 12 steps
     assert unlearn_cli.main(argv) == 0
     captured = capsys.readouterr()
     saved = out / "model"
     assert f"atwu-unlearn: saved the unlearned model to {saved}" in captured.out
     assert {"model.safetensors", "config.json", "tokenizer.json", "atwu_run.json"} <= set(os.listdir(saved))
     run_cfg = json.loads((saved / "atwu_run.json").read_text())
-    assert run_cfg["trainer"] == "TW_GA" and run_cfg["trainer_config"]["args"]["num_train_epochs"] == 2
+    assert run_cfg["trainer"] == "TW_GA" and run_cfg["trainer_config"]["args"]["num_train_epochs"] == 4
     trained = json.loads((out / "results.json").read_text())
     assert trained["saved_model"] == str(saved)
     n_log = len((out / "token_weights.jsonl").read_text().splitlines())
@@ -578,3 +578,36 @@ def test_cli_sigint_exits_130_and_rerun_resumes(tmp_path):
     done = subprocess.run(argv, capture_output=True, env=env, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "model" / "atwu_run.json").read_text())["resumed_from"] == str(ckpt)
+
+
+# ---- beyond the list: the same faults in other commands and files -----------------------------------------
+def test_damaged_cache_manifest_named(tmp_path):
+    from atwu_plugin.zoo.cache import cached_dir
+
+    root = tmp_path / "entry"
+    cached_dir(root, lambda tmp: {"ok": 1})
+    (root / "manifest.json").write_text('{"ok": ')
+    with pytest.raises(ValueError, match=re.escape(f"{root / 'manifest.json'}: damaged cache entry (JSONDecodeError: ")
+                       + ".*" + re.escape(f"delete {root} to rebuild it")):
+        cached_dir(root, lambda tmp: {"ok": 2})
+
+
+def test_accelerate_config_output_is_a_directory(tmp_path, capsys):
+    from atwu_plugin.cli.accelerate_config import main
+
+    code, err = run_cli(main, ["zero2", "-o", str(tmp_path)], capsys)
+    assert code == 2
+    one_error(err, "atwu-accelerate-config", f"--output {tmp_path}: is a directory; expected the path of the YAML file")
+    a_file = tmp_path / "f"
+    a_file.write_text("x")
+    code, err = run_cli(main, ["zero2", "-o", str(a_file / "acc.yaml")], capsys)
+    assert code == 2 and len(err) == 1 and str(a_file) in err[0], err
+
+
+def test_eval_of_a_run_dir_points_at_its_model(tmp_path, capsys):
+    tiny_llama(tmp_path / "run" / "model")
+    code, err = run_cli(eval_cli.main, ["--lite", f"model_path={tmp_path / 'run'}", f"output_dir={tmp_path / 'o'}"],
+                        capsys)
+    assert code == 2
+    one_error(err, "atwu-eval", f"{tmp_path / 'run'}: no model weights found (expected *.safetensors); did you mean "
+              f"{tmp_path / 'run' / 'model'} (the unlearned model of that run)?")

@@ -44,6 +44,8 @@ def write_config(name: str, out: str | None = None, num_processes: int | None = 
     cfg = resolved_config(name, num_processes)
     if out is None:
         out = os.path.join(tempfile.gettempdir(), f"atwu-accelerate-{name}-{cfg['num_processes']}.yaml")
+    elif os.path.isdir(out):
+        raise ValueError(f"--output {out}: is a directory; expected the path of the YAML file to write")
     from atwu_plugin.utils.atomic import atomic_write_text
 
     atomic_write_text(out, yaml.safe_dump(cfg, sort_keys=False))
@@ -58,7 +60,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     try:
         print(write_config(a.name, a.output, a.num_processes))
-    except ValueError as err:
+    except (ValueError, OSError) as err:  # OSError: e.g. a parent of --output is a file, or not writable
         print(f"atwu-accelerate-config: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -108,6 +108,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (OutputDirLocked, NotADirectoryError) as e:  # nothing ran
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+    except PermissionError as e:  # e.g. an output_dir the user cannot write
+        print(f"{PROG}: error: {e.filename or spec.output_dir}: permission denied; choose a writable "
+              "--output-dir", file=sys.stderr)
+        return 2
     print(outcome.summary(), file=sys.stderr)
     if args.only_report and outcome.not_run:
         print(f"{PROG}: {len(outcome.not_run)} cell(s) have no result yet (run without --only-report)",

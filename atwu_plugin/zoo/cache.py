@@ -24,7 +24,11 @@ def cached_dir(root: Path, build_into: Callable[[Path], dict], marker: str = "ma
     root.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root) + ".lock"):
         if (root / marker).exists():
-            return json.loads((root / marker).read_text())
+            try:
+                return json.loads((root / marker).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:  # written atomically by us: damaged from outside
+                raise ValueError(f"{root / marker}: damaged cache entry ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0]}); delete {root} to rebuild it") from None
         # Under the lock nobody else builds this entry: any "<root>.tmp-*" folder is the
         # leftover of a build that was killed (SIGKILL, power loss) and is removed.
         for stale in root.parent.glob(glob.escape(root.name) + ".tmp-*"):

@@ -80,7 +80,10 @@ def check_model_dir(path: str, allow_pickle: bool = False) -> str:
                 "or pass allow_pickle=True if you trust the file."
             )
         if not has_st and not pickled:
-            raise FileNotFoundError(f"{path}: no model weights found (expected *.safetensors)")
+            nested = os.path.join(path, "model")  # atwu-unlearn's output_dir holds the model in model/
+            hint = f"; did you mean {nested} (the unlearned model of that run)?" if os.path.isfile(
+                os.path.join(nested, "config.json")) else ""
+            raise FileNotFoundError(f"{path}: no model weights found (expected *.safetensors){hint}")
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise FileNotFoundError(f"{path}: no config.json (expected a save_pretrained directory)")
         for name in sorted(f for f in files if f.endswith(".safetensors")):
