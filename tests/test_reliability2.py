@@ -611,3 +611,16 @@ def test_eval_of_a_run_dir_points_at_its_model(tmp_path, capsys):
     assert code == 2
     one_error(err, "atwu-eval", f"{tmp_path / 'run'}: no model weights found (expected *.safetensors); did you mean "
               f"{tmp_path / 'run' / 'model'} (the unlearned model of that run)?")
+
+
+@pytest.mark.slow
+def test_eval_max_length_beyond_model_positions(tmp_path, capsys):
+    from atwu_plugin.benchmarks.embedded import EmbeddedBenchmark
+
+    tok = EmbeddedBenchmark(zoo="smoke").tokenizer()
+    model_dir = tmp_path / "short"
+    tiny_llama(model_dir, vocab_size=len(tok))  # 64 positions; the benchmark's max_length is 128
+    code, err = run_cli(eval_cli.main, [*SMOKE, f"model_path={model_dir}", f"output_dir={tmp_path / 'o'}"], capsys)
+    assert code == 2
+    one_error(err, "atwu-eval", f"benchmark.max_length=128 is more than the 64 positions of model {model_dir} "
+              "(config.max_position_embeddings); pass benchmark.max_length=64 or less")

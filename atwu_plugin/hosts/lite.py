@@ -395,6 +395,12 @@ def run_lite(args) -> int:
                 tokenizer = bench.tokenizer()
                 model = model if model is not None else load_causal_lm(bench.model_path)
                 check_vocab(tokenizer, model, what=f"model {cfg['model_path'] or bench.model_name}")
+                max_len = getattr(bench, "max_length", None)
+                max_pos = getattr(model.config, "max_position_embeddings", None)
+                if isinstance(max_len, int) and isinstance(max_pos, int) and max_len > max_pos:
+                    raise ValueError(f"benchmark.max_length={max_len} is more than the {max_pos} positions of model "
+                                     f"{cfg['model_path'] or bench.model_name} (config.max_position_embeddings); "
+                                     f"pass benchmark.max_length={max_pos} or less")
                 metrics = bench.evaluator(tokenizer).evaluate(model)
                 metrics.pop("details", None)
                 run = {"metrics": metrics, "model": cfg["model_path"] or bench.model_name}
