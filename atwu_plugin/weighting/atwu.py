@@ -24,7 +24,7 @@ from atwu_plugin.losses.tokens import answer_mask, token_logprobs
 from atwu_plugin.weighting.conflict import retain_conflict
 from atwu_plugin.weighting.conflict_ablations import mean_gradient_alignment
 from atwu_plugin.weighting.output_grad import ExactE, RandomProjectionSketch, TopKSketch, output_grad_features
-from atwu_plugin.weighting.retain_bank import RetainFeatureBank
+from atwu_plugin.weighting.retain_bank import STORAGE_DTYPES, RetainFeatureBank
 from atwu_plugin.weighting.scorer import (
     ForgetFeatureCache,
     build_scorer,
@@ -59,6 +59,7 @@ class ATWUConfig:
     max_forget_tokens: int = 256  # conflict on a sampled subset per step (0 = all tokens)
     bank_size: int = 8192
     bank_refresh_every: int = 20  # 0 = keep the initial bank
+    bank_dtype: str = "float32"  # storage of the banks' rows (retain_bank.py): float32 | float16 | bfloat16
     seed: int = 0
 
     def __post_init__(self):
@@ -82,6 +83,7 @@ class ATWUConfig:
         check(self.max_forget_tokens >= 0, "max_forget_tokens", ">= 0")
         check(self.bank_size >= 1, "bank_size", ">= 1")
         check(self.bank_refresh_every >= 0, "bank_refresh_every", ">= 0")
+        check(self.bank_dtype in STORAGE_DTYPES, "bank_dtype", f"one of {tuple(STORAGE_DTYPES)}")
 
     @classmethod
     def from_dict(cls, d: Optional[dict]) -> "ATWUConfig":
@@ -127,8 +129,9 @@ class ATWUWeighting:
     def __init__(self, cfg: ATWUConfig, vocab_size: int, hidden_size: int, n_layers: int):
         self.cfg = cfg
         self.sketch = make_sketch(cfg, vocab_size)
-        self.bank = RetainFeatureBank(cfg.bank_size, self.sketch, seed=cfg.seed)
-        self.filling = RetainFeatureBank(cfg.bank_size, self.sketch, seed=cfg.seed + 1)
+        dtype = STORAGE_DTYPES[cfg.bank_dtype]
+        self.bank = RetainFeatureBank(cfg.bank_size, self.sketch, seed=cfg.seed, dtype=dtype)
+        self.filling = RetainFeatureBank(cfg.bank_size, self.sketch, seed=cfg.seed + 1, dtype=dtype)
         self.features = ForgetFeatureCache()
         self.ref_logp = ForgetFeatureCache()
         self.gen = torch.Generator().manual_seed(cfg.seed)
@@ -177,6 +180,8 @@ class ATWUWeighting:
         self.bank.refresh(retain_batches, retain_feats)
         if len(self.bank) == 0:
             raise ValueError("ATWU: the retain set has no answer tokens to build the conflict bank from")
+        if self.cfg.bank_refresh_every:  # the filling bank's rows, allocated once (no growth per step)
+            self.filling.reserve(len(self.bank), like=self.bank)
         all_f, all_c = [], []
         for batch in forget_batches:
             logits, hs = forward(batch)
@@ -270,6 +275,8 @@ class ATWUWeighting:
         self.gen.set_state(sd["gen"])
         self.bank.load_state_dict(sd["bank"])
         self.filling.load_state_dict(sd["filling"])
+        if self.cfg.bank_refresh_every:
+            self.filling.reserve(len(self.bank), like=self.bank)
         self.features.load_state_dict(sd["features"])
         self.ref_logp.load_state_dict(sd["ref_logp"])
         if self.scorer is not None:
