@@ -30,8 +30,10 @@ from atwu_plugin.zoo.loading import load_causal_lm
 from _train_micro import load_work  # tests/ is on sys.path: run as a script or imported by the tests
 
 
-def prepare_work(work: Path, fit_epochs: int = 12) -> Path:
-    """Save a micro model (as in tests/conftest.py ``micro``) and its forget/retain records."""
+def prepare_work(work: Path, fit_epochs: int = 12, hidden_size: int = 48, intermediate_size: int = 96,
+                 num_hidden_layers: int = 2, num_attention_heads: int = 2, n_retain: int = 40) -> Path:
+    """Save a micro model (as in tests/conftest.py ``micro``; other sizes for
+    benchmarks/zero_memory.py) and its forget/retain records (``n_retain`` retain samples)."""
     from atwu_plugin.data.generator import generate_benchmark
     from atwu_plugin.zoo.build import TinyLlamaSpec, _qa_items
     from atwu_plugin.zoo.tokenizer import train_tokenizer
@@ -41,13 +43,14 @@ def prepare_work(work: Path, fit_epochs: int = 12) -> Path:
     splits = generate_benchmark(seed=0, n_authors=20, n_holdout=4)
     texts = list(splits["world_text"]) + [r["question"] + " " + r["answer"] for r in splits["full"] + splits["holdout"]]
     tok = train_tokenizer(texts, vocab_size=512)
-    model = TinyLlamaSpec(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=2,
+    model = TinyLlamaSpec(hidden_size=hidden_size, intermediate_size=intermediate_size,
+                          num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
                           max_position_embeddings=128).build(tok, seed=0)
     if fit_epochs:
         fit_lm(model, _qa_items(tok, splits["full"], 128), tok.pad_token_id, FitConfig(epochs=fit_epochs, lr=1e-2, batch_size=16))
     model.save_pretrained(str(work / "model"), safe_serialization=True)
     tok.save_pretrained(str(work / "model"))
-    (work / "records.json").write_text(json.dumps({"forget": splits["forget10"], "retain": splits["retain90"][:40]}))
+    (work / "records.json").write_text(json.dumps({"forget": splits["forget10"], "retain": splits["retain90"][:n_retain]}))
     return work
 
 

@@ -465,8 +465,41 @@ def test_half_precision_bank_stores_unit_rows_and_norms():
     try:
         RetainFeatureBank(1, ExactE()).load_state_dict(half.state_dict())
     except ValueError as err:
-        assert "bank_dtype" in str(err)
+        assert "state_dtype" in str(err)
     else:
         raise AssertionError("a float16 bank loaded into a float32 one")
     topk = RetainFeatureBank(10, TopKSketch(k=4), dtype=torch.float16)
     assert topk.dtype == torch.float32  # packed token indices need float32
+
+
+def test_memory_model_equals_the_state_atwu_allocates():
+    """``extra_memory_bytes`` (docs/scaling.md) against the tensors an ATWU setup really holds:
+    projection, both banks (the filling bank reserved at the active bank's rows), the frozen
+    forget features and reference log-probs; bank smaller and larger than the retain set."""
+    from atwu_plugin.weighting.atwu import ATWUConfig, ATWUWeighting, extra_memory_bytes
+
+    model = TinyLM()
+    retain = [make_batch(s, B=4, T=10) for s in range(3)]
+    forget = [{**make_batch(10 + s), "index": torch.arange(3) + 3 * s} for s in range(2)]
+    t_r = int(sum(answer_mask(b["labels"]).sum() for b in retain))
+    t_f = int(sum(answer_mask(b["labels"]).sum() for b in forget))
+
+    def forward(batch):
+        logits, h = model(batch["input_ids"])
+        return logits, [h, h]
+
+    def nbytes(tensors):
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    for dtype, bank_size, refresh in (("float32", 40, 20), ("float16", 40, 20), ("float16", 1000, 20), ("float32", 40, 0)):
+        cfg = ATWUConfig(sketch_dim=8, bank_size=bank_size, bank_refresh_every=refresh, pretrain_steps=1, state_dtype=dtype)
+        w = ATWUWeighting(cfg, V, H, n_layers=2)
+        with torch.no_grad():
+            w.setup(retain, forget, forward, model.head.weight)
+        parts = extra_memory_bytes(cfg, V, H, t_r, t_f, n_layers=2)
+        assert len(w.bank) == min(bank_size, t_r)
+        assert parts["projection"] == nbytes([w.sketch.matrix()])
+        assert parts["banks"] == w.bank.memory_bytes() + w.filling.memory_bytes()
+        assert parts["forget_features"] == nbytes(w.features._data.values())
+        assert parts["reference_logp"] == nbytes(w.ref_logp._data.values())
+        assert parts["scorer"] == 3 * nbytes(w.scorer.parameters()) + nbytes(w.scorer.buffers())

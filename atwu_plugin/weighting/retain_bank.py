@@ -241,7 +241,7 @@ class RetainFeatureBank:
         if "e" in sd and (sd["e"].dtype != self.dtype or ("e_norm" in sd) != self.scaled):
             raise ValueError(
                 f"checkpointed bank is stored as {sd['e'].dtype}, this bank stores {self.dtype}; "
-                "resume with the same bank_dtype"
+                "resume with the same state_dtype"
             )
         self.capacity, self.seed, self.n_refreshes = sd["capacity"], sd["seed"], sd["n_refreshes"]
         self._gen.set_state(sd["generator"])
