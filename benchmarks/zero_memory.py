@@ -63,12 +63,6 @@ def run_zero(trainer: str, work: Path, out: Path, cfg: str, steps: int) -> dict:
     return rep
 
 
-def answer_tokens(dataset) -> int:
-    from atwu_plugin.losses.tokens import answer_mask
-
-    return sum(int(answer_mask(dataset[i]["labels"][None]).sum()) for i in range(len(dataset)))
-
-
 def atwu_default_config():
     from atwu_plugin.hosts.lite import load_trainer_config
     from atwu_plugin.weighting.atwu import ATWUConfig
@@ -83,6 +77,7 @@ def predicted_extra(work: Path) -> tuple:
     sys.path.insert(0, str(SCRIPT.parent))
     from _train_micro import load_work
 
+    from atwu_plugin.trainers.atwu import answer_tokens
     from atwu_plugin.weighting.atwu import extra_memory_bytes
     from atwu_plugin.zoo.loading import load_causal_lm
 
@@ -105,12 +100,14 @@ def zero_sizes(tmp: Path, steps: int) -> list:
     for name, size in SIZES.items():
         work = prepare_work(tmp / f"work_{name}", fit_epochs=0, n_retain=N_RETAIN, **size)  # memory needs no fit
         parts, n_params, c = predicted_extra(work)
-        peaks = {t: run_zero(t, work, tmp / f"{name}_{t}", cfg, steps)["peak_tensor_mib_per_rank"]
-                 for t in ("TW_GradDiff", "ATWU")}
+        reports = {t: run_zero(t, work, tmp / f"{name}_{t}", cfg, steps) for t in ("TW_GradDiff", "ATWU")}
+        peaks = {t: r["peak_tensor_mib_per_rank"] for t, r in reports.items()}
+        phases = {t: r["peak_tensor_mib_first_step_later_steps_per_rank"] for t, r in reports.items()}
         extra = [a - g for a, g in zip(peaks["ATWU"], peaks["TW_GradDiff"])]
         row = {"size": name, "params": n_params, "vocab": c.vocab_size, "hidden": c.hidden_size,
                "layers": c.num_hidden_layers, "intermediate": c.intermediate_size,
                "graddiff_mib": peaks["TW_GradDiff"], "atwu_mib": peaks["ATWU"], "extra_mib": extra,
+               "first_step_later_steps_mib": phases,
                "predicted_mib": parts["total"] / MIB, "components_mib": {k: v / MIB for k, v in parts.items()}}
         print(json.dumps(row), flush=True)
         rows.append(row)

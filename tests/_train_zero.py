@@ -56,11 +56,13 @@ def prepare_work(work: Path, fit_epochs: int = 12, hidden_size: int = 48, interm
 
 class TensorMemory(TrainerCallback):
     """Peak tensor memory of this rank during training (what ``max_memory_allocated`` reports
-    on a GPU; CPU torch keeps no allocator statistics): live tensor storages when training
-    begins (after DeepSpeed has partitioned the model; gc scan, ``benchmarks/step_time.py``)
-    plus the largest rise of allocated bytes until it ends (the profiler's allocator records)."""
+    on a GPU; CPU torch keeps no allocator statistics): live tensor storages when a phase
+    begins (gc scan, ``benchmarks/step_time.py``; the first phase starts after DeepSpeed has
+    partitioned the model) plus the largest rise of allocated bytes during it (the profiler's
+    allocator records). Two phases: the first step (ATWU's one-off setup pass runs in it) and
+    the later steps, so a peak can be told apart from the setup's."""
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def _start(self):
         sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
         from step_time import live_tensor_bytes
 
@@ -68,11 +70,24 @@ class TensorMemory(TrainerCallback):
         self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
         self.prof.__enter__()
 
-    def on_train_end(self, args, state, control, **kwargs):
+    def _stop(self) -> float:
         self.prof.__exit__(None, None, None)
         from step_time import allocation_peak_rise
 
-        self.peak = self.base + allocation_peak_rise(self.prof)
+        return self.base + allocation_peak_rise(self.prof)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.phases = []
+        self._start()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 1:
+            self.phases.append(self._stop())
+            self._start()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.phases.append(self._stop())
+        self.peak = max(self.phases)
 
 
 def skip_shm_comm_build():
@@ -144,6 +159,8 @@ def main():
     if memory is not None:
         tensor_peak = torch.tensor([memory.peak / 2**20], dtype=torch.float64)
         report["peak_tensor_mib_per_rank"] = zero.all_gather_rows(tensor_peak).tolist()
+        phases = torch.tensor([memory.phases[0] / 2**20, memory.phases[-1] / 2**20], dtype=torch.float64)
+        report["peak_tensor_mib_first_step_later_steps_per_rank"] = zero.all_gather_rows(phases[None]).tolist()
     if rank == 0:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -167,8 +167,10 @@ class ATWUWeighting:
 
     # ---- setup with the initial model ---------------------------------------------------
     @torch.no_grad()
-    def setup(self, retain_batches: Iterable[dict], forget_batches: Iterable[dict], forward: Callable, output_embedding):
+    def setup(self, retain_batches: Iterable[dict], forget_batches: Iterable[dict], forward: Callable, output_embedding,
+              retain_tokens: int = 0):
         """``forward(batch) -> (logits, hidden_states_by_layer)`` of the *initial* model.
+        ``retain_tokens``: the retain set's answer tokens if known (allocates the bank once).
         Data parallel: each rank passes its share of the batches (round k: rank r has batch
         k W + r, or a dummy without answer tokens), and every result is all-gathered with
         ``gather_rows``, so all ranks end with the state a single process builds."""
@@ -179,7 +181,7 @@ class ATWUWeighting:
             f = self.grad_features(logits, hs[-1], batch["labels"])
             return f._replace(e=g(f.e), h=g(f.h), token_ids=g(f.token_ids), positions=None)
 
-        self.bank.refresh(retain_batches, retain_feats)
+        self.bank.refresh(retain_batches, retain_feats, expected_rows=retain_tokens)
         if len(self.bank) == 0:
             raise ValueError("ATWU: the retain set has no answer tokens to build the conflict bank from")
         if self.cfg.bank_refresh_every:  # the filling bank's rows, allocated once (no growth per step)

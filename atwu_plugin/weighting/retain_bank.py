@@ -45,6 +45,7 @@ class RetainFeatureBank:
         self._buffers: dict[str, torch.Tensor] = {}  # e, h, token_ids, keys (+ e_norm, h_norm)
         self._n = 0
         self.n_seen = 0
+        self._expected_rows = 0  # a size hint for the first allocation of a refresh
 
     @property
     def scaled(self) -> bool:
@@ -85,7 +86,7 @@ class RetainFeatureBank:
                 f" new features have (e {e_dim}, h {h_dim})"
             )
         if rows > have:  # grow geometrically: few reallocations while a bank fills from empty
-            self._resize(min(self.capacity, max(rows, 2 * have)), e_dim, h_dim, device)
+            self._resize(min(self.capacity, max(rows, 2 * have, self._expected_rows)), e_dim, h_dim, device)
 
     def reserve(self, rows: int, like: "RetainFeatureBank") -> None:
         """Preallocate ``rows`` rows (at most ``capacity``) shaped like ``like``'s, so filling
@@ -149,13 +150,16 @@ class RetainFeatureBank:
         self._n = self.capacity
 
     @torch.no_grad()
-    def refresh(self, batches_iter: Iterable, feature_fn: Callable) -> None:
+    def refresh(self, batches_iter: Iterable, feature_fn: Callable, expected_rows: int = 0) -> None:
         """Rebuild from scratch (in place): ``feature_fn(batch)`` returns
         ``OutputGradFeatures`` (or any object with ``e``, ``h``, ``token_ids``) of a retain
         batch's answer tokens. The k-th refresh reseeds with ``(seed, k)``, so two banks with
         the same seed and history hold the same tokens, while successive refreshes draw fresh
-        samples. A bank filled from batches is trimmed to the rows it holds."""
+        samples. A bank filled from batches is trimmed to the rows it holds. ``expected_rows``
+        (e.g. the retain set's answer tokens) sizes the first allocation, so a bank filled from
+        empty is allocated once instead of grown by copies (a wrong hint costs only memory)."""
         self.clear()
+        self._expected_rows = min(self.capacity, expected_rows)
         self._gen.manual_seed(self.seed * 1_000_003 + self.n_refreshes)
         self.n_refreshes += 1
         filled = False
@@ -163,6 +167,7 @@ class RetainFeatureBank:
             f = feature_fn(batch)
             self.add(f.e, f.h, f.token_ids)
             filled = True
+        self._expected_rows = 0
         if filled:
             self._trim()
 
