@@ -20,7 +20,9 @@ sketch, bank and forget-set size, not on the parameters or the number of ranks.
 Then the 20.5M model of benchmarks/step_time.py in one process (its ``--memory-child`` runs:
 persistent tensors after ATWU's setup + the largest rise over ``--mem-steps`` steps, which
 cover a whole bank-refresh period). Last lines: the two ZeRO-3 sizes, then
-``ratio_peak_mem_20.5M=<x>`` (target <= 1.05). Memory does not depend on machine load.
+``ratio_peak_mem_20.5M=<x>`` (target <= 1.05). Memory does not depend on machine load; on the
+shared 2-core machine a full run takes 20 min to over an hour. ``--rows``/``--single`` print
+the same summary from a saved run's output.
 """
 
 import argparse
@@ -129,34 +131,60 @@ def single_process(mem_steps: int) -> dict:
     return out
 
 
+def summary(rows: list, single) -> list:
+    """The closing lines. ATWU's extra per rank is compared with the memory model over the
+    later steps (the steady state the formula describes: ATWU's state is allocated in the
+    first step, whose setup pass also has transients of its own, reported separately)."""
+    lines = []
+    if single:
+        for mode, r in single.items():
+            lines.append(f"20.5M one process, {mode}: persistent {r['persistent_tensor_mb']:.1f} MiB + step rise "
+                         f"{r['step_rise_mb']:.1f} MiB = peak {r['peak_tensor_mb']:.1f} MiB")
+    steady = {}
+    for r in rows:
+        ph = r["first_step_later_steps_mib"]
+        later = [a[1] - g[1] for a, g in zip(ph["ATWU"], ph["TW_GradDiff"])]
+        setup = [a[0] - g for a, g in zip(ph["ATWU"], r["graddiff_mib"])]
+        steady[r["size"]] = later
+        worst = max(abs(e - r["predicted_mib"]) / r["predicted_mib"] for e in later)
+        lines.append(
+            f"ZeRO-3 2 ranks {r['size']} ({r['params'] / 1e6:.2f}M params, V={r['vocab']} H={r['hidden']}): peak per rank "
+            f"GradDiff {[round(x, 1) for x in r['graddiff_mib']]} MiB, ATWU {[round(x, 1) for x in r['atwu_mib']]} MiB; "
+            f"ATWU extra per rank {[round(x, 1) for x in later]} MiB vs formula {r['predicted_mib']:.1f} MiB "
+            f"(max deviation {100 * worst:.1f} %); first step with the setup pass: ATWU peak - GradDiff peak "
+            f"{[round(x, 1) for x in setup]} MiB")
+    if len(rows) == 2:
+        small, large = rows
+        growth = max(steady["large"]) / max(steady["small"])
+        lines.append(f"ZeRO-3 extra per rank: {max(steady['small']):.1f} MiB at {small['params'] / 1e6:.2f}M params, "
+                     f"{max(steady['large']):.1f} MiB at {large['params'] / 1e6:.2f}M params "
+                     f"({large['params'] / small['params']:.1f}x the parameters, extra x{growth:.3f})")
+    if single:
+        ratio = single["atwu"]["peak_tensor_mb"] / single["graddiff"]["peak_tensor_mb"]
+        lines.append(f"ratio_peak_mem_20.5M={ratio:.3f}")
+    return lines
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--mem-steps", type=int, default=22, help="single-process measured steps (after 2 setup steps)")
     p.add_argument("--skip-single", action="store_true", help="only the ZeRO-3 runs")
+    p.add_argument("--rows", help="summarize the JSON rows a previous run printed (a saved output) instead of running ZeRO-3")
+    p.add_argument("--single", nargs=2, metavar=("GRADDIFF_JSON", "ATWU_JSON"),
+                   help="summarize saved step_time.py --memory-child outputs instead of running them")
     a = p.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = zero_sizes(Path(tmp), a.steps)
-    single = None if a.skip_single else single_process(a.mem_steps)
-    if single:
-        for mode, r in single.items():
-            print(f"20.5M one process, {mode}: persistent {r['persistent_tensor_mb']:.1f} MiB + step rise "
-                  f"{r['step_rise_mb']:.1f} MiB = peak {r['peak_tensor_mb']:.1f} MiB")
-    for r in rows:
-        worst = max(abs(e - r["predicted_mib"]) / r["predicted_mib"] for e in r["extra_mib"])
-        print(f"ZeRO-3 2 ranks {r['size']} ({r['params'] / 1e6:.2f}M params, V={r['vocab']} H={r['hidden']}): "
-              f"GradDiff {[round(x, 1) for x in r['graddiff_mib']]} MiB, ATWU {[round(x, 1) for x in r['atwu_mib']]} MiB, "
-              f"ATWU extra per rank {[round(x, 1) for x in r['extra_mib']]} MiB, formula {r['predicted_mib']:.1f} MiB, "
-              f"max deviation {100 * worst:.1f} %")
-    if len(rows) == 2:
-        small, large = rows
-        growth = max(large["extra_mib"]) / max(small["extra_mib"])
-        print(f"ZeRO-3 extra per rank: {max(small['extra_mib']):.1f} MiB at {small['params'] / 1e6:.2f}M params, "
-              f"{max(large['extra_mib']):.1f} MiB at {large['params'] / 1e6:.2f}M params "
-              f"({large['params'] / small['params']:.1f}x the parameters, extra x{growth:.3f})")
-    if single:
-        ratio = single["atwu"]["peak_tensor_mb"] / single["graddiff"]["peak_tensor_mb"]
-        print(f"ratio_peak_mem_20.5M={ratio:.3f}")
+    if a.rows:
+        rows = [json.loads(line) for line in Path(a.rows).read_text().splitlines() if line.startswith('{"size"')]
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = zero_sizes(Path(tmp), a.steps)
+    if a.single:
+        single = {m: json.loads(Path(f).read_text().strip().splitlines()[-1]) for m, f in zip(("graddiff", "atwu"), a.single)}
+    else:
+        single = None if a.skip_single else single_process(a.mem_steps)
+    for line in summary(rows, single):
+        print(line)
 
 
 if __name__ == "__main__":
