@@ -376,3 +376,130 @@ def test_bank_samples_uniformly_across_batches():
 
 def test_conflict_flops():
     assert conflict_flops(256, 65536, 256, 4096) == 2 * 256 * 65536 * (256 + 4096)
+
+
+def _cat_bank_reference(capacity, seed, offers):
+    """The bank as it was built before the in-place version (``torch.cat`` of the old and new
+    rows, then the ``capacity`` smallest keys in row order): the in-place bank must hold the
+    very same rows, in the same order, bit for bit."""
+    gen = torch.Generator().manual_seed(seed)
+    e = h = ids = keys = None
+    for e_new, h_new, ids_new in offers:
+        k = torch.rand(h_new.shape[0], generator=gen)
+        e_new, h_new, ids_new = e_new.float(), h_new.float(), ids_new.long()
+        if h is not None:
+            e_new, h_new = torch.cat([e, e_new]), torch.cat([h, h_new])
+            ids_new, k = torch.cat([ids, ids_new]), torch.cat([keys, k])
+        if k.shape[0] > capacity:
+            keep = k.topk(capacity, largest=False).indices.sort().values
+            e_new, h_new, ids_new, k = e_new[keep], h_new[keep], ids_new[keep], k[keep]
+        e, h, ids, keys = e_new, h_new, ids_new, k
+    return e, h, ids, keys
+
+
+def _offers(n, seed=3, d=5, dim_h=7):
+    g = torch.Generator().manual_seed(seed)
+    sizes = torch.randint(0, 900, (n,), generator=g).tolist()  # incl. empty and multi-chunk offers
+    return [(torch.randn(s, d, generator=g), torch.randn(s, dim_h, generator=g),
+             torch.randint(0, 50, (s,), generator=g)) for s in sizes]
+
+
+def test_in_place_bank_equals_the_torch_cat_bank_bit_for_bit():
+    offers = _offers(30)
+    for capacity in (1, 700, 2500, 5000, 100_000):  # full after one offer, after several, never
+        bank = RetainFeatureBank(capacity, ExactE(), seed=4)
+        for step, (e, h, ids) in enumerate(offers):
+            bank.add(e, h, ids)
+            ref = _cat_bank_reference(capacity, 4, offers[: step + 1])
+            for got, want in zip((bank.e, bank.h, bank.token_ids, bank.keys), ref):
+                assert torch.equal(got, want), (capacity, step)
+        # a refresh rebuilds in place (same buffers) and equals a fresh bank's refresh
+        buffers, was_full = bank._buffers["h"].data_ptr(), len(bank) == capacity
+        bank.refresh(iter(offers[:3]), lambda f: OutputGradFeatures(*f, None))
+        fresh = RetainFeatureBank(capacity, ExactE(), seed=4)
+        fresh.n_refreshes = bank.n_refreshes - 1
+        fresh.refresh(iter(offers[:3]), lambda f: OutputGradFeatures(*f, None))
+        assert torch.equal(bank.h, fresh.h) and torch.equal(bank.keys, fresh.keys)
+        if was_full and len(bank) == capacity:
+            assert bank._buffers["h"].data_ptr() == buffers  # refilled in place, no reallocation
+
+
+def test_full_bank_add_allocates_no_second_bank():
+    """Once full, an ``add`` of k rows allocates the k new rows and one compaction chunk,
+    never a copy of the bank (the torch.cat version allocated about two)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    capacity, d, dim_h = 8192, 64, 96
+    offers = _offers(12, d=d, dim_h=dim_h)
+    bank = RetainFeatureBank(capacity, ExactE(), seed=0)
+    g = torch.Generator().manual_seed(0)
+    bank.add(torch.randn(capacity, d, generator=g), torch.randn(capacity, dim_h, generator=g),
+             torch.zeros(capacity, dtype=torch.long))
+    bank_bytes = bank.memory_bytes()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        for e, h, ids in offers:
+            bank.add(e, h, ids)
+    cur = peak = 0
+    for nbytes in [ev.nbytes() for ev in sorted(prof.profiler.kineto_results.events(), key=lambda ev: ev.start_ns())
+                   if ev.name() == "[memory]"]:
+        cur += nbytes
+        peak = max(peak, cur)
+    assert len(bank) == capacity and peak < 0.5 * bank_bytes, (peak, bank_bytes)
+
+
+def test_half_precision_bank_stores_unit_rows_and_norms():
+    offers = _offers(8)
+    exact, half = RetainFeatureBank(2000, ExactE(), seed=1), RetainFeatureBank(2000, ExactE(), seed=1, dtype=torch.float16)
+    for e, h, ids in offers:
+        exact.add(e, h, ids)
+        half.add(e, h, ids)
+    assert torch.equal(exact.token_ids, half.token_ids)  # same sample: keys do not depend on dtype
+    rows = 2000  # bytes per row as in docs/scaling.md: (d + H) x 4 + 12, resp. (d + H) x 2 + 8 + 12
+    assert exact.memory_bytes() == rows * ((5 + 7) * 4 + 12) and half.memory_bytes() == rows * ((5 + 7) * 2 + 20)
+    for a, b in zip(exact.normalized(), half.normalized()):
+        torch.testing.assert_close(b, a, atol=2e-3, rtol=0)
+    torch.testing.assert_close(half.h, exact.h, rtol=2e-3, atol=1e-6)
+    restored = RetainFeatureBank(1, ExactE(), seed=9, dtype=torch.float16)
+    restored.load_state_dict(half.state_dict())
+    assert torch.equal(restored.h, half.h) and torch.equal(restored.e, half.e)
+    try:
+        RetainFeatureBank(1, ExactE()).load_state_dict(half.state_dict())
+    except ValueError as err:
+        assert "state_dtype" in str(err)
+    else:
+        raise AssertionError("a float16 bank loaded into a float32 one")
+    topk = RetainFeatureBank(10, TopKSketch(k=4), dtype=torch.float16)
+    assert topk.dtype == torch.float32  # packed token indices need float32
+
+
+def test_memory_model_equals_the_state_atwu_allocates():
+    """``extra_memory_bytes`` (docs/scaling.md) against the tensors an ATWU setup really holds:
+    projection, both banks (the filling bank reserved at the active bank's rows), the frozen
+    forget features and reference log-probs; bank smaller and larger than the retain set."""
+    from atwu_plugin.weighting.atwu import ATWUConfig, ATWUWeighting, extra_memory_bytes
+
+    model = TinyLM()
+    retain = [make_batch(s, B=4, T=10) for s in range(3)]
+    forget = [{**make_batch(10 + s), "index": torch.arange(3) + 3 * s} for s in range(2)]
+    t_r = int(sum(answer_mask(b["labels"]).sum() for b in retain))
+    t_f = int(sum(answer_mask(b["labels"]).sum() for b in forget))
+
+    def forward(batch):
+        logits, h = model(batch["input_ids"])
+        return logits, [h, h]
+
+    def nbytes(tensors):
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    for dtype, bank_size, refresh in (("float32", 40, 20), ("float16", 40, 20), ("float16", 1000, 20), ("float32", 40, 0)):
+        cfg = ATWUConfig(sketch_dim=8, bank_size=bank_size, bank_refresh_every=refresh, pretrain_steps=1, state_dtype=dtype)
+        w = ATWUWeighting(cfg, V, H, n_layers=2)
+        with torch.no_grad():
+            w.setup(retain, forget, forward, model.head.weight)
+        parts = extra_memory_bytes(cfg, V, H, t_r, t_f, n_layers=2)
+        assert len(w.bank) == min(bank_size, t_r)
+        assert parts["projection"] == nbytes([w.sketch.matrix()])
+        assert parts["banks"] == w.bank.memory_bytes() + w.filling.memory_bytes()
+        assert parts["forget_features"] == nbytes(w.features._data.values())
+        assert parts["reference_logp"] == nbytes(w.ref_logp._data.values())
+        assert parts["scorer"] == 3 * nbytes(w.scorer.parameters()) + nbytes(w.scorer.buffers())

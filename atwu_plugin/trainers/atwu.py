@@ -26,6 +26,15 @@ from atwu_plugin.weighting.atwu import ATWUConfig, ATWUWeighting
 STATE_PREFIX = "atwu_state"
 
 
+def answer_tokens(dataset) -> int:
+    """Answer tokens of a dataset of tokenized items (0 if its items carry no ``labels``): the
+    rows ATWU's setup pass will offer the retain bank, so the bank is allocated once."""
+    try:
+        return sum(int(answer_mask(torch.as_tensor(dataset[i]["labels"])[None]).sum()) for i in range(len(dataset)))
+    except (KeyError, TypeError, IndexError):
+        return 0
+
+
 class ATWU(TokenWeightedUnlearn):
     def __init__(self, *args, forget_loss=None, normalizer: str = "weight_sum", **kwargs):
         atwu_keys = {f.name for f in fields(ATWUConfig)}
@@ -76,6 +85,7 @@ class ATWU(TokenWeightedUnlearn):
             self._setup_share(self.train_dataset.forget),
             forward,
             self._output_embedding(model),
+            retain_tokens=answer_tokens(self.train_dataset.retain),
         )
         model.train(was_training)
 

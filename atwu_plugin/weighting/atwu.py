@@ -24,7 +24,7 @@ from atwu_plugin.losses.tokens import answer_mask, token_logprobs
 from atwu_plugin.weighting.conflict import retain_conflict
 from atwu_plugin.weighting.conflict_ablations import mean_gradient_alignment
 from atwu_plugin.weighting.output_grad import ExactE, RandomProjectionSketch, TopKSketch, output_grad_features
-from atwu_plugin.weighting.retain_bank import RetainFeatureBank
+from atwu_plugin.weighting.retain_bank import STORAGE_DTYPES, RetainFeatureBank
 from atwu_plugin.weighting.scorer import (
     ForgetFeatureCache,
     build_scorer,
@@ -59,6 +59,9 @@ class ATWUConfig:
     max_forget_tokens: int = 256  # conflict on a sampled subset per step (0 = all tokens)
     bank_size: int = 8192
     bank_refresh_every: int = 20  # 0 = keep the initial bank
+    # storage precision of the replicated state: the banks' rows (retain_bank.py) and the frozen
+    # forget features; float16 halves both (docs/scaling.md, "ATWU's extra memory per rank")
+    state_dtype: str = "float16"
     seed: int = 0
 
     def __post_init__(self):
@@ -82,6 +85,7 @@ class ATWUConfig:
         check(self.max_forget_tokens >= 0, "max_forget_tokens", ">= 0")
         check(self.bank_size >= 1, "bank_size", ">= 1")
         check(self.bank_refresh_every >= 0, "bank_refresh_every", ">= 0")
+        check(self.state_dtype in STORAGE_DTYPES, "state_dtype", f"one of {tuple(STORAGE_DTYPES)}")
 
     @classmethod
     def from_dict(cls, d: Optional[dict]) -> "ATWUConfig":
@@ -127,9 +131,10 @@ class ATWUWeighting:
     def __init__(self, cfg: ATWUConfig, vocab_size: int, hidden_size: int, n_layers: int):
         self.cfg = cfg
         self.sketch = make_sketch(cfg, vocab_size)
-        self.bank = RetainFeatureBank(cfg.bank_size, self.sketch, seed=cfg.seed)
-        self.filling = RetainFeatureBank(cfg.bank_size, self.sketch, seed=cfg.seed + 1)
-        self.features = ForgetFeatureCache()
+        dtype = STORAGE_DTYPES[cfg.state_dtype]
+        self.bank = RetainFeatureBank(cfg.bank_size, self.sketch, seed=cfg.seed, dtype=dtype)
+        self.filling = RetainFeatureBank(cfg.bank_size, self.sketch, seed=cfg.seed + 1, dtype=dtype)
+        self.features = ForgetFeatureCache(dtype=dtype)
         self.ref_logp = ForgetFeatureCache()
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.scorer = None
@@ -162,8 +167,10 @@ class ATWUWeighting:
 
     # ---- setup with the initial model ---------------------------------------------------
     @torch.no_grad()
-    def setup(self, retain_batches: Iterable[dict], forget_batches: Iterable[dict], forward: Callable, output_embedding):
+    def setup(self, retain_batches: Iterable[dict], forget_batches: Iterable[dict], forward: Callable, output_embedding,
+              retain_tokens: int = 0):
         """``forward(batch) -> (logits, hidden_states_by_layer)`` of the *initial* model.
+        ``retain_tokens``: the retain set's answer tokens if known (allocates the bank once).
         Data parallel: each rank passes its share of the batches (round k: rank r has batch
         k W + r, or a dummy without answer tokens), and every result is all-gathered with
         ``gather_rows``, so all ranks end with the state a single process builds."""
@@ -174,9 +181,11 @@ class ATWUWeighting:
             f = self.grad_features(logits, hs[-1], batch["labels"])
             return f._replace(e=g(f.e), h=g(f.h), token_ids=g(f.token_ids), positions=None)
 
-        self.bank.refresh(retain_batches, retain_feats)
+        self.bank.refresh(retain_batches, retain_feats, expected_rows=retain_tokens)
         if len(self.bank) == 0:
             raise ValueError("ATWU: the retain set has no answer tokens to build the conflict bank from")
+        if self.cfg.bank_refresh_every:  # the filling bank's rows, allocated once (no growth per step)
+            self.filling.reserve(len(self.bank), like=self.bank)
         all_f, all_c = [], []
         for batch in forget_batches:
             logits, hs = forward(batch)
@@ -185,7 +194,11 @@ class ATWUWeighting:
             keys = g(torch.tensor(sample_keys(batch), dtype=torch.long, device=labels.device)).cpu()
             counts = g(mask.sum(1)).cpu()
             self.ref_logp.put_rows(keys, g(token_logprobs(logits, labels)[mask]), counts)
-            f = g(self.scorer_inputs(hs, labels, output_embedding))
+            # rounded to the cache's precision here, so the pre-fit sees what the steps will read
+            f = g(self.scorer_inputs(hs, labels, output_embedding)).to(self.features.dtype)
+            if not torch.isfinite(f).all():
+                raise ValueError(f"ATWU: the forget features overflow method_args.state_dtype={self.cfg.state_dtype} "
+                                 "(values beyond its range); use bfloat16 or float32")
             self.features.put_rows(keys, f, counts)
             all_f.append(f)
             all_c.append(g(self.conflict(self.grad_features(logits, hs[-1], labels))))
@@ -270,8 +283,47 @@ class ATWUWeighting:
         self.gen.set_state(sd["gen"])
         self.bank.load_state_dict(sd["bank"])
         self.filling.load_state_dict(sd["filling"])
+        if self.cfg.bank_refresh_every:
+            self.filling.reserve(len(self.bank), like=self.bank)
         self.features.load_state_dict(sd["features"])
         self.ref_logp.load_state_dict(sd["ref_logp"])
         if self.scorer is not None:
             self.scorer.load_state_dict(sd["scorer"])
             self.optimizer.load_state_dict(sd["optimizer"])
+
+
+def extra_memory_bytes(cfg: ATWUConfig, vocab_size: int, hidden_size: int, retain_tokens: int,
+                       forget_tokens: int, n_layers: Optional[int] = None) -> dict:
+    """ATWU's persistent extra tensor bytes per rank, by component (docs/scaling.md, "ATWU's
+    extra memory per rank"): what ATWU holds besides what the LM step holds anyway. Every rank
+    holds the same replicated state, so nothing here depends on the number of parameters or of
+    ranks. ``retain_tokens`` / ``forget_tokens``: answer tokens of the whole retain / forget set
+    (the setup pass sees all of them; the forget features are gathered to every rank);
+    ``n_layers``: hidden-state tensors of the model (``num_hidden_layers + 1``, for cross_layer).
+    Not included: transients (the sketch's softmax over at most 1024 tokens x vocab, the
+    all-gathered per-step inputs, which grow with the world size; docs/scaling.md)."""
+    half = cfg.state_dtype != "float32"
+    if cfg.sketch == "random_projection":
+        e_dim, projection = cfg.sketch_dim, vocab_size * cfg.sketch_dim * 4
+    elif cfg.sketch == "topk":
+        e_dim, projection, half = 2 * (cfg.sketch_dim + 1), 0, False  # packed indices: float32
+    else:
+        e_dim, projection = vocab_size, 0
+    element = 2 if half else 4
+    row = (hidden_size + e_dim) * element + 8 + 4 + (8 if half else 0)  # id int64, key fp32, norms
+    bank_rows = min(cfg.bank_size, retain_tokens)
+    banks = (2 if cfg.bank_refresh_every else 1) * bank_rows * row  # active + filling (reserved)
+    variant = "linear_h" if cfg.variant == "direct" else cfg.variant
+    width = {"linear_h": hidden_size, "mlp": hidden_size, "linear_h_tok": 2 * hidden_size,
+             "cross_layer": (n_layers or 1) * hidden_size}[variant]
+    feature_element = 4 if cfg.state_dtype == "float32" else 2  # the forget cache is any dense float
+    features = forget_tokens * width * feature_element if cfg.features == "frozen" else 0
+    scorer = 0
+    if cfg.variant != "direct":
+        net = build_scorer(cfg.variant, hidden_size, n_layers=n_layers, mlp_hidden=cfg.mlp_hidden)
+        params = sum(p.numel() for p in net.parameters())
+        scorer = 3 * 4 * params + sum(b.numel() * b.element_size() for b in net.buffers())  # + Adam's 2
+    parts = {"projection": projection, "banks": banks, "forget_features": features,
+             "reference_logp": forget_tokens * 4, "scorer": scorer}
+    parts["total"] = sum(parts.values())
+    return parts

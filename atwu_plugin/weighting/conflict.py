@@ -100,7 +100,7 @@ def retain_conflict(
         for i in range(0, len(rows), chunk_size):
             r = rows[i : i + chunk_size]
             valid = forget_feats.token_ids[:, None] == bank.token_ids[r][None, :]
-            agg.update(h_t @ F.normalize(bank.h[r], dim=-1, eps=1e-12).T, valid)
+            agg.update(h_t @ bank.normalized_h(r).T, valid)
         return agg.result()
 
     sketch = bank.sketch
@@ -109,7 +109,7 @@ def retain_conflict(
         e_t, h_t = sketch.normalize(e_t), F.normalize(h_t, dim=-1, eps=1e-12)
     for i in range(0, len(bank), chunk_size):
         sl = slice(i, i + chunk_size)
-        e_s, h_s = bank.normalized(sl) if mode == "kernel" else (bank.e[sl], bank.h[sl])
+        e_s, h_s = bank.normalized(sl) if mode == "kernel" else bank.rows(sl)
         agg.update(sketch.gram(e_t, e_s) * (h_t @ h_s.T))
     return agg.result()
 
