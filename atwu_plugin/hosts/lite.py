@@ -114,7 +114,8 @@ def parse_lite_overrides(overrides) -> dict:
 
     Grammar: ``trainer=NAME``, ``benchmark=NAME``, ``benchmark.OPTION=V``, ``trainer.KEY=V``
     (e.g. ``trainer.args.learning_rate=1e-4``), ``seed=N``, ``output_dir=PATH``,
-    ``model_path=PATH`` (atwu-eval). Values are parsed as YAML scalars."""
+    ``model_path=PATH`` (atwu-eval), ``model.peft=lora`` (train a LoRA adapter; also
+    ``model.peft.r=16`` etc., = ``trainer.method_args.peft...``). Values are parsed as YAML scalars."""
     import re
 
     import yaml
@@ -141,10 +142,12 @@ def parse_lite_overrides(overrides) -> dict:
             out["benchmark_options"][key[len("benchmark."):]] = value
         elif key.startswith("trainer."):
             out["trainer_overrides"][key[len("trainer."):]] = value
+        elif key == "model.peft" or key.startswith("model.peft."):  # LoRA: trainers/adapters.py
+            out["trainer_overrides"]["method_args.peft" + key[len("model.peft"):]] = value
         else:
             raise ValueError(
                 f"override {item!r}: unknown key {key!r} for the lite host; expected trainer=, benchmark=, "
-                "benchmark.OPTION=, trainer.KEY=, seed=, output_dir=, model_path="
+                "benchmark.OPTION=, trainer.KEY=, model.peft=, seed=, output_dir=, model_path="
             )
     return out
 
