@@ -41,8 +41,14 @@ def load_causal_lm(path: str, trust_remote_code: bool = False, allow_pickle: boo
 
     Pickled checkpoints (``pytorch_model.bin``, ...) are refused unless ``allow_pickle=True``:
     unpickling runs arbitrary code, safetensors does not. ``trust_remote_code`` stays off
-    unless set: a checkpoint's own modelling code is never executed by default."""
+    unless set: a checkpoint's own modelling code is never executed by default. A saved peft
+    adapter directory (``adapter_config.json`` + ``adapter_model.safetensors``) loads as its
+    base model with the adapter merged in."""
     path = _check_local(path, "model")
+    if os.path.isfile(os.path.join(path, "adapter_config.json")):  # a saved LoRA adapter: base + adapter, merged
+        from atwu_plugin.trainers.adapters import load_merged
+
+        return load_merged(path, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, **kwargs)
     if os.path.isdir(path):
         files = os.listdir(path)
         has_st = any(f.endswith(".safetensors") for f in files)
