@@ -156,8 +156,9 @@ def test_missing_target_module_is_a_clear_error(micro, tmp_path):
 
 
 def test_lite_override_model_peft_reaches_method_args():
-    cfg = parse_lite_overrides(["trainer=ATWU", "model.peft=lora"])
-    assert cfg["trainer_overrides"] == {"method_args.peft": "lora"}
+    for override in ("model.peft=lora", "+peft=lora"):  # the second as in OpenUnlearning
+        cfg = parse_lite_overrides(["trainer=ATWU", override])
+        assert cfg["trainer_overrides"] == {"method_args.peft": "lora"}
     cfg = parse_lite_overrides(["trainer=TW_NPO", "model.peft.r=4"])
     assert load_trainer_config("TW_NPO", cfg["trainer_overrides"])["method_args"]["peft"] == {"r": 4}
 
