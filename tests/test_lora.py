@@ -6,18 +6,24 @@ saves as safetensors, merges into a full model, and that model evaluates like th
 import copy
 import json
 import os
+import signal
+import time
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from atwu_plugin.data.collator import TokenLabelCollator
 from atwu_plugin.evals.lite_eval import LiteEvaluator
 from atwu_plugin.hosts.lite import build_trainer, load_trainer_config, parse_lite_overrides
 from atwu_plugin.trainers.adapters import ADAPTER_WEIGHTS, BaseModelView, adapter_spec
+from atwu_plugin.trainers.base import last_complete_checkpoint
 from atwu_plugin.zoo.loading import load_causal_lm
 from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS
 
 pytest.importorskip("peft")
+from test_interruption import work  # noqa: E402,F401  (fixture: the micro model saved + its records)
 
 BASE = {"args.num_train_epochs": 1, "args.per_device_train_batch_size": 4, "args.learning_rate": 1e-2,
         "method_args.peft": "lora"}
@@ -106,6 +112,32 @@ def test_lora_trains_only_the_adapter_and_resumes_merges_evaluates(micro, tmp_pa
     before = evaluator.evaluate(micro["model"])
     assert got["forget_prob"] == pytest.approx(via_adapter["forget_prob"], abs=1e-6)
     assert got["forget_prob"] < before["forget_prob"]  # the unlearning is in the merged model
+
+
+def test_lora_atwu_sigkill_then_resume_equals_uninterrupted(work, tmp_path):
+    """As tests/test_interruption.py, with an adapter: a run killed (SIGKILL) after its first
+    complete checkpoint and resumed from it ends with the uninterrupted run's adapter."""
+    from test_interruption import _run
+
+    full = _run([work, tmp_path / "full", "ATWU", "--peft", "lora"])
+    assert full.wait(timeout=600) == 0, full.stderr.read().decode()[-2000:]
+    part_dir = tmp_path / "part"
+    part = _run([work, part_dir, "ATWU", "--peft", "lora", "--step-sleep", "0.3"])
+    deadline = time.time() + 600
+    while last_complete_checkpoint(str(part_dir)) is None:
+        assert part.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
+        time.sleep(0.1)
+    part.send_signal(signal.SIGKILL)
+    part.wait()
+    assert not (part_dir / "final.safetensors").exists(), "killed too late: the run had finished"
+    last = Path(last_complete_checkpoint(str(part_dir)))
+    assert (last / ADAPTER_WEIGHTS).exists() and (last / "atwu_state.safetensors").exists()
+    resumed = _run([work, part_dir, "ATWU", "--peft", "lora", "--resume", last])
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()[-2000:]
+    a, b = load_file(str(tmp_path / "full" / "final.safetensors")), load_file(str(part_dir / "final.safetensors"))
+    assert a.keys() == b.keys() and any("lora_B" in k for k in a)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
 
 
 def test_merge_refuses_a_non_empty_output_and_a_missing_adapter(tmp_path, capsys):
