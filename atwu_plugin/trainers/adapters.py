@@ -18,7 +18,7 @@ the quantized base, not the original weights) and ``modules_to_save`` (refused h
 import json
 import os
 import shutil
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -137,11 +137,6 @@ class BaseModelView:
             return base(*args, **kwargs)
 
 
-def base_context(model):
-    """``adapter_disabled`` for an adapter model, else a no-op context."""
-    return adapter_disabled(model) if is_adapter_model(model) else nullcontext(model)
-
-
 # ---- saved adapters ------------------------------------------------------------------------
 def is_adapter_dir(path) -> bool:
     return os.path.isfile(os.path.join(str(path), ADAPTER_CONFIG))
@@ -167,10 +162,10 @@ def load_merged(adapter_dir: str, base_path: Optional[str] = None, **load_kwargs
     from atwu_plugin.zoo.loading import load_causal_lm
 
     adapter_dir = str(adapter_dir)
-    base_path = base_path or read_adapter_base(adapter_dir)
+    saved_base = read_adapter_base(adapter_dir)  # also checks that both files exist
+    base_path = base_path or saved_base
     if not base_path:
         raise ValueError(f"{adapter_dir}/{ADAPTER_CONFIG}: base_model_name_or_path is empty; pass the base model path")
-    read_adapter_base(adapter_dir)  # both files present
     base = load_causal_lm(base_path, **load_kwargs)
     return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
 

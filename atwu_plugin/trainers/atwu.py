@@ -16,7 +16,7 @@ from dataclasses import fields
 import torch
 
 from atwu_plugin.losses.tokens import answer_mask, token_logprobs
-from atwu_plugin.trainers.adapters import base_context
+from atwu_plugin.trainers.adapters import adapter_disabled
 from atwu_plugin.trainers.base import model_inputs
 from atwu_plugin.trainers.config import plain
 from atwu_plugin.trainers.token_weighted import TokenWeightedUnlearn
@@ -71,7 +71,7 @@ class ATWU(TokenWeightedUnlearn):
         def forward(batch):
             # the frozen initial model: with an adapter, the base model behind it (exact at
             # any step, not only at init; trainers/adapters.py)
-            with base_context(self.accelerator.unwrap_model(model)):
+            with adapter_disabled(self.accelerator.unwrap_model(model)):
                 out = model(**model_inputs(batch), output_hidden_states=True)
             return out.logits, out.hidden_states
 

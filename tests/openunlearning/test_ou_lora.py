@@ -41,7 +41,9 @@ def test_atwu_lora_inside_openunlearning(ou_env, ou_has_peft, zoo, data_dir, tar
         "--config-name=unlearn.yaml", "experiment=unlearn/atwu_embedded/default", "trainer=ATWU", "+peft=lora",
         f"paths.local_data={data_dir}", f"model.path={zoo.target}", "task_name=unlearn_ATWU_lora",
         f"paths.output_dir={out}", "trainer.args.num_train_epochs=2", "trainer.args.do_eval=false",
-        "trainer.args.learning_rate=1e-3",  # LoRA's usual larger step than full fine-tuning
+        # LoRA takes a larger step than full fine-tuning: at the experiment's 1e-3 the adapter
+        # moved the smoke model's forget probability by only ~10 % in 2 epochs (0.096 -> 0.086)
+        "trainer.args.learning_rate=1e-2",
     ])
     # OU's train.py saved what the trainer trained: the adapter only, as safetensors
     assert (out / "adapter_model.safetensors").is_file() and not (out / "model.safetensors").exists()
