@@ -17,7 +17,7 @@ $(STAMP): requirements/ci.txt setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -c requirements/ci.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q -c requirements/ci.txt -e ".[dev,peft]"
 	# DeepSpeed (the [deepspeed] extra; tests/test_zero.py): a source-only package whose setup.py
 	# imports torch, so it is built against the torch installed above; build isolation would download a
 	# second (CUDA) torch. DS_BUILD_OPS=0: no kernels compiled at install.

@@ -149,6 +149,10 @@ def validate_trainer_config(cfg: dict, source: str = "trainer config") -> dict:
 
     if not issubclass(cls, TokenWeightedUnlearn):
         return cfg
+    if method_args.get("peft") is not None:  # LoRA spec: preset name / fields, before any model loads
+        from atwu_plugin.trainers.adapters import adapter_spec
+
+        adapter_spec(method_args["peft"])
     is_atwu = bool(atwu_keys)
     defaults = {n: p.default for n, p in _init_params(cls).items()}
     defaults.update({n: p.default for n, p in _init_params(TokenWeightedUnlearn).items() if n not in defaults})

@@ -58,7 +58,7 @@ class Tok:  # the trainers only need ids from a tokenizer here
     pad_token_id, unk_token_id, eos_token_id = 0, 0, 2
 
 
-def build(mode, model, args, out):
+def build(mode, model, args, out, extra=None):
     from atwu_plugin.data.collator import TokenLabelCollator
     from atwu_plugin.data.qa_dataset import ForgetRetainDataset
     from atwu_plugin.hosts.lite import load_trainer_config, lite_training_args
@@ -70,6 +70,7 @@ def build(mode, model, args, out):
         for kv in args.atwu:  # e.g. method_args.bank_size=2048 (a frontier point, not the default)
             key, _, value = kv.partition("=")
             overrides[key] = yaml.safe_load(value)
+    overrides.update(extra or {})  # e.g. {"method_args.peft": "lora"} (benchmarks/lora_cost.py)
     cfg = load_trainer_config(name, overrides)
     targs = lite_training_args(out, 0, cfg.get("args"))
     forget, retain = make_items(args.n_forget, args, 1), make_items(args.n_retain, args, 2)

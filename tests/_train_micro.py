@@ -1,6 +1,6 @@
 """Subprocess entry for tests/test_interruption.py: train a saved micro model on the lite host.
 
-    python tests/_train_micro.py WORK_DIR OUT_DIR TRAINER [--resume CKPT] [--step-sleep S]
+    python tests/_train_micro.py WORK_DIR OUT_DIR TRAINER [--resume CKPT] [--step-sleep S] [--peft lora]
 """
 
 import argparse
@@ -43,13 +43,15 @@ def main():
     p.add_argument("trainer")
     p.add_argument("--resume", default=None)
     p.add_argument("--step-sleep", type=float, default=0.0)
+    p.add_argument("--peft", default=None, help="method_args.peft, e.g. lora (tests/test_lora.py)")
     a = p.parse_args()
     torch.set_num_threads(1)
     work = Path(a.work)
     tok, forget, retain = load_work(work)
     cfg = load_trainer_config(a.trainer, {"args.num_train_epochs": 3, "args.per_device_train_batch_size": 4,
                                           "args.learning_rate": 1e-2, "args.save_strategy": "steps",
-                                          "args.save_steps": 3, "args.seed": 5})
+                                          "args.save_steps": 3, "args.seed": 5,
+                                          **({"method_args.peft": a.peft} if a.peft else {})})
     tr = build_trainer(cfg, load_causal_lm(str(work / "model")), tok, forget, retain, a.out, 5)
     if a.step_sleep:
         tr.add_callback(Sleep(a.step_sleep))

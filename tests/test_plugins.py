@@ -466,7 +466,7 @@ def _ou_config_names(group):
     return {str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml")} if root.is_dir() else set()
 
 
-@pytest.mark.parametrize("group", ["trainer", "model", "experiment", "data", "eval", "collator", "local_data"])
+@pytest.mark.parametrize("group", ["trainer", "model", "experiment", "data", "eval", "collator", "local_data", "peft"])
 def test_config_names_do_not_collide_with_openunlearning(group):
     ours = {str(p.relative_to(CONFIG_DIR / group).with_suffix("")) for p in (CONFIG_DIR / group).rglob("*.yaml")} if (CONFIG_DIR / group).is_dir() else set()
     theirs = _ou_config_names(group)

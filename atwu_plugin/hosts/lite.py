@@ -116,7 +116,8 @@ def parse_lite_overrides(overrides) -> dict:
 
     Grammar: ``trainer=NAME``, ``benchmark=NAME``, ``benchmark.OPTION=V``, ``trainer.KEY=V``
     (e.g. ``trainer.args.learning_rate=1e-4``), ``seed=N``, ``output_dir=PATH``,
-    ``model_path=PATH`` (atwu-eval). Values are parsed as YAML scalars."""
+    ``model_path=PATH`` (atwu-eval), ``+peft=lora`` / ``model.peft=lora`` (train a LoRA adapter,
+    as in OU; ``model.peft.r=16`` etc. set its fields; = ``trainer.method_args.peft...``). Values are parsed as YAML scalars."""
     import re
 
     import yaml
@@ -143,10 +144,14 @@ def parse_lite_overrides(overrides) -> dict:
             out["benchmark_options"][key[len("benchmark."):]] = value
         elif key.startswith("trainer."):
             out["trainer_overrides"][key[len("trainer."):]] = value
+        elif key in ("peft", "model.peft") or key.startswith("model.peft."):  # LoRA: trainers/adapters.py
+            # ``+peft=lora`` as in OU (the plugin's config group), or the spec's own keys
+            sub = key[len("model.peft"):] if key.startswith("model.") else ""
+            out["trainer_overrides"]["method_args.peft" + sub] = value
         else:
             raise ValueError(
                 f"override {item!r}: unknown key {key!r} for the lite host; expected trainer=, benchmark=, "
-                "benchmark.OPTION=, trainer.KEY=, seed=, output_dir=, model_path="
+                "benchmark.OPTION=, trainer.KEY=, +peft=, model.peft=, seed=, output_dir=, model_path="
             )
     return out
 

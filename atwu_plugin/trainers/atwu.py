@@ -16,6 +16,7 @@ from dataclasses import fields
 import torch
 
 from atwu_plugin.losses.tokens import answer_mask, token_logprobs
+from atwu_plugin.trainers.adapters import adapter_disabled
 from atwu_plugin.trainers.base import model_inputs
 from atwu_plugin.trainers.config import plain
 from atwu_plugin.trainers.token_weighted import TokenWeightedUnlearn
@@ -77,7 +78,10 @@ class ATWU(TokenWeightedUnlearn):
         model.eval()
 
         def forward(batch):
-            out = model(**model_inputs(batch), output_hidden_states=True)
+            # the frozen initial model: with an adapter, the base model behind it (exact at
+            # any step, not only at init; trainers/adapters.py)
+            with adapter_disabled(self.accelerator.unwrap_model(model)):
+                out = model(**model_inputs(batch), output_hidden_states=True)
             return out.logits, out.hidden_states
 
         self.atwu.setup(

@@ -15,6 +15,7 @@ import torch
 from atwu_plugin.losses.forget import FORGET_LOSSES
 from atwu_plugin.losses.retain import RETAIN_LOSSES
 from atwu_plugin.losses.tokens import answer_mask, token_logprobs
+from atwu_plugin.trainers.adapters import BaseModelView, adapter_spec, wrap_with_adapter
 from atwu_plugin.trainers.base import PluginUnlearnTrainer, model_inputs
 from atwu_plugin.trainers.config import plain, spec_name
 from atwu_plugin.trainers.token_log import TokenWeightLogger
@@ -33,8 +34,16 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
         alpha: float = 1.0,
         aux_model_path: Optional[str] = None,
         token_log: Optional[dict] = None,
+        peft=None,
         **kwargs,
     ):
+        # LoRA (method_args.peft, trainers/adapters.py): wrap before Trainer.__init__ so the
+        # optimizer sees the adapter's parameters only
+        self.adapter_spec = adapter_spec(peft)
+        if self.adapter_spec is not None:
+            if kwargs.get("model") is None or kwargs.get("args") is None:
+                raise ValueError("method_args.peft: the trainer needs model= and args= as keyword arguments")
+            kwargs["model"] = wrap_with_adapter(kwargs["model"], self.adapter_spec, seed=kwargs["args"].seed)
         super().__init__(*args, **kwargs)
         name, fl_kwargs = spec_name(forget_loss, "forget_loss")
         if "normalizer" in inspect.signature(FORGET_LOSSES.get(name).__init__).parameters:
@@ -45,7 +54,7 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
         name, rl_kwargs = spec_name(retain_loss, "retain_loss")
         self.retain_loss_fn = RETAIN_LOSSES.build(name, **rl_kwargs)
         self.gamma, self.alpha = float(gamma), float(alpha)
-        self.ref_model = self.frozen_copy() if self._needs_ref_model() else None
+        self.ref_model = self._initial_model() if self._needs_ref_model() else None
         self.aux_model = self._load_aux_model(aux_model_path) if "aux_logits" in self.weighter.needs else None
         self._weighter_ready = False
         self.latest_token_weights = None
@@ -57,6 +66,10 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
             self.add_callback(self.token_logger)
 
     # ---- setup -------------------------------------------------------------------------
+    def _initial_model(self):
+        """The frozen initial model: with an adapter, the base model behind it (no copy)."""
+        return BaseModelView(self.model) if self.adapter_spec is not None else self.frozen_copy()
+
     def _needs_ref_model(self) -> bool:
         return self.forget_loss_fn.needs_ref or self.retain_loss_fn.needs_ref or "ref_logits" in self.weighter.needs
 

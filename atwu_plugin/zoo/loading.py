@@ -63,12 +63,18 @@ def check_safetensors_file(path: str) -> None:
         raise ValueError(f"{what} (truncated: {size} bytes, its header needs {8 + header_len + end}); {fix}")
 
 
+def is_adapter_dir(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "adapter_config.json"))
+
+
 def check_model_dir(path: str, allow_pickle: bool = False) -> str:
     """The checks of ``load_causal_lm`` without loading anything (milliseconds): the directory
     exists, holds ``config.json`` and safetensors weights (or pickled ones with
     ``allow_pickle``) and every safetensors file is complete. Returns the expanded path (a hub
     id unchanged)."""
     path = _check_local(path, "model")
+    if is_adapter_dir(path):  # checked by load_merged (its base model and adapter weights)
+        return path
     if os.path.isdir(path):
         files = os.listdir(path)
         has_st = any(f.endswith(".safetensors") for f in files)
@@ -96,8 +102,14 @@ def load_causal_lm(path: str, trust_remote_code: bool = False, allow_pickle: boo
 
     Pickled checkpoints (``pytorch_model.bin``, ...) are refused unless ``allow_pickle=True``:
     unpickling runs arbitrary code, safetensors does not. ``trust_remote_code`` stays off
-    unless set: a checkpoint's own modelling code is never executed by default."""
+    unless set: a checkpoint's own modelling code is never executed by default. A saved peft
+    adapter directory (``adapter_config.json`` + ``adapter_model.safetensors``) loads as its
+    base model with the adapter merged in."""
     path = check_model_dir(path, allow_pickle)
+    if is_adapter_dir(path):  # a saved LoRA adapter: base + adapter, merged
+        from atwu_plugin.trainers.adapters import load_merged
+
+        return load_merged(path, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, **kwargs)
     return AutoModelForCausalLM.from_pretrained(
         path, use_safetensors=None if allow_pickle else True, trust_remote_code=trust_remote_code, **kwargs
     )
