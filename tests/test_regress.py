@@ -277,7 +277,7 @@ def test_update_refuses_fewer_seeds_or_failures_unless_forced(files, tmp_path, c
     nan = results_doc()
     nan["runs"][4]["metrics"]["model_utility"] = float("nan")  # GradDiff seed 1
     code, _, err = run(capsys, "--reference", ref, "--results", write(tmp_path / "nan.json", nan), "--update")
-    assert code == 2 and "synthetic/GradDiff/model_utility: seed 1: nan" in err and ref.read_text() == before
+    assert code == 2 and "synthetic/GradDiff/model_utility: seed 1: NaN" in err and ref.read_text() == before
     # failed cells of the leaderboard run (failures.json beside results.json)
     lb = tmp_path / "lb"
     lb.mkdir()

@@ -304,9 +304,11 @@ def mean_scores(results: Union[str, Path, Mapping], source: Optional[str] = None
 
 def results_spec_hash(results: Union[str, Path, Mapping]) -> str:
     """sha256 of the resolved cell configs behind ``results`` (benchmark options, trainer,
-    overrides, seed, host: what the leaderboard hashes per cell), in a stable order."""
-    configs = sorted(json.dumps(r.get("config", {}), sort_keys=True, separators=(",", ":"))
-                     for b in _load_benches(results) for r in b["runs"])
+    overrides, host: what the leaderboard hashes per cell) without their seeds (the reference
+    lists those), each once, in a stable order."""
+    configs = sorted({json.dumps({k: v for k, v in (r.get("config") or {}).items() if k != "seed"},
+                                 sort_keys=True, separators=(",", ":"))
+                      for b in _load_benches(results) for r in b["runs"]})
     return hashlib.sha256("\n".join(configs).encode("utf-8")).hexdigest()
 
 
@@ -436,7 +438,7 @@ def _seed_values(by_seed: Mapping[int, Mapping[str, Any]], seeds: List[int], met
         elif v is None:
             problems.append(f"seed {s}: null")
         elif not _is_number(v) or not math.isfinite(v):
-            problems.append(f"seed {s}: {v!r}")
+            problems.append(f"seed {s}: " + ("NaN" if _is_number(v) and math.isnan(v) else repr(v)))
         else:
             values.append(float(v))
     return values, problems

@@ -34,7 +34,7 @@ SEEDS = (0, 1, 2)
 AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
-def run_variant(variant: str, out: Path, jobs: int) -> int:
+def run_variant(variant: str, out: Path, jobs: int, seeds=SEEDS) -> int:
     from atwu_plugin.leaderboard.cells import default_run_cell
     from atwu_plugin.leaderboard.runner import run_leaderboard
     from atwu_plugin.leaderboard.spec import load_spec
@@ -42,7 +42,7 @@ def run_variant(variant: str, out: Path, jobs: int) -> int:
     spec = load_spec(SPEC, output_dir=out / variant)
     run_cell = default_run_cell
     if variant == "seeds":
-        spec = replace(spec, seeds=SEEDS)
+        spec = replace(spec, seeds=tuple(seeds))
     elif variant == "threads2":
         from atwu_plugin.benchmarks.zoo_backed import ZooBackedBenchmark
 
@@ -109,7 +109,35 @@ def summarize(out: Path, ref_path: Path) -> int:
             cross[variant] = max(ds) if ds else None
         spread = f"{_fmt(statistics.median(stds))} / {_fmt(min(stds))}" if stds else "n/a"
         print(f"| {k} | {kind} | {spread} | {_fmt(cross['threads2'])} | {_fmt(cross['avx2'])} | {_fmt(tol)} |")
+    if (out / "mutated" / "results.json").exists():
+        summarize_mutations(out, reference)
     return 0
+
+
+def summarize_mutations(out: Path, reference) -> None:
+    """Per mutation: what atwu-regress flags when only that method is mutated (seed 0)."""
+    import json
+
+    from atwu_plugin.leaderboard.regress import compare, format_table
+
+    sys.path.insert(0, str(HERE))
+    import mutations
+
+    unchanged = json.loads((out / "seeds" / "results.json").read_text())
+    unchanged = {**unchanged, "runs": [r for r in unchanged["runs"] if r["seed"] == 0]}
+    mutated = json.loads((out / "mutated" / "results.json").read_text())
+    print("\n## Mutations (seed 0): the scores atwu-regress flags, by how many tolerances\n")
+    print("| mutation | method | exit | flagged (x tol) |")
+    print("|---|---|---|---|")
+    tables = []
+    for mut in mutations.MUTATIONS:
+        report = compare(reference, mutations.with_mutated_run(unchanged, mutated, mut.method))
+        flagged = sorted(report.drifted, key=lambda c: -(c.tolerances_away or math.inf))
+        text = ", ".join(f"{c.metric} {c.tolerances_away:.3g}" if c.tolerances_away is not None
+                         else f"{c.metric} ({c.problem or 'null'})" for c in flagged)
+        print(f"| {mut.what} | {mut.method} | {report.exit_code} | {text or 'none'} |")
+        tables.append(f"{mut.name}:\n{format_table(flagged)}" if flagged else f"{mut.name}: nothing flagged")
+    print("\n" + "\n\n".join(tables))
 
 
 def main(argv=None) -> int:
@@ -119,11 +147,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "regression" / "spread")
     p.add_argument("--reference", type=Path, default=HERE / "quick_reference.json")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="seeds of the 'seeds' variant")
     args = p.parse_args(argv)
     if args.what == "run":
         if not args.variant:
             p.error("run needs a variant: " + ", ".join(VARIANTS))
-        return run_variant(args.variant, args.out, args.jobs)
+        return run_variant(args.variant, args.out, args.jobs, args.seeds)
     return summarize(args.out, args.reference)
 
 

@@ -127,6 +127,15 @@ def _learning_rate(spec: LeaderboardSpec, method: MethodSpec) -> float:
     return float(load_trainer_config(method.trainer, method.overrides, base_args=base)["args"]["learning_rate"])
 
 
+def with_mutated_run(unchanged: dict, mutated: dict, method: str) -> dict:
+    """The one-benchmark results ``unchanged`` with ``method``'s runs taken from ``mutated``:
+    what the check sees when only that method regressed (both are real leaderboard outputs)."""
+    runs = [r for r in mutated["runs"] if r["method"] == method]
+    if not runs:
+        raise ValueError(f"the mutated results have no run of {method}")
+    return {**unchanged, "runs": [r for r in unchanged["runs"] if r["method"] != method] + runs}
+
+
 def run_mutated_cell(cell):
     """The leaderboard's default cell runner, with the code patch of ``cell.method``'s
     mutation (if any) applied for this cell only."""
