@@ -9,6 +9,7 @@ leaderboard outputs. docs/regression.md lists what each mutation moves, by how m
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -30,8 +31,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-    """results.json of the unchanged quick spec and of the mutated one (one cell per method)."""
-    out = tmp_path_factory.mktemp("regression")
+    """results.json of the unchanged quick spec and of the mutated one (one cell per method).
+
+    ATWU_REGRESSION_OUTPUT=<dir> runs them there instead of in a fresh temporary folder, so
+    that a developer's rerun reuses the finished cells (never set it in CI: reused cells
+    would check old code's numbers)."""
+    out = Path(os.environ.get("ATWU_REGRESSION_OUTPUT") or tmp_path_factory.mktemp("regression"))
     spec = load_spec(HERE / "quick.yaml", output_dir=out / "quick")
     for b in spec.benchmarks:  # build/load the models once, before the workers start
         get_benchmark(b.name, **b.options).prepare(log=lambda *a: None)

@@ -590,6 +590,18 @@ def _update_problems(old: Optional[Mapping[str, Any]], results: Union[str, Path,
     return problems
 
 
+def _spec_name(results: Union[str, Path, Mapping]) -> Optional[str]:
+    """The leaderboard spec's name, from the spec.resolved.json the leaderboard writes beside
+    its results.json (None when there is none)."""
+    if isinstance(results, Mapping):
+        return None
+    try:
+        name = json.loads((Path(results).parent / "spec.resolved.json").read_text(encoding="utf-8")).get("name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
 def update_reference(ref_path: Union[str, Path], results: Union[str, Path, Mapping],
                      cli_tol: Optional[float] = None, force: bool = False,
                      provenance: Optional[Mapping[str, Any]] = None) -> Tuple[Dict[str, Any], int, List[str]]:
@@ -630,6 +642,7 @@ def update_reference(ref_path: Union[str, Path], results: Union[str, Path, Mappi
                     if k not in new["benchmarks"].get(b, {}).get(m, {}).get("metrics", {}):
                         dropped.append(f"{b}/{m}/{k}")
     new["provenance"] = {
+        **({"spec": spec_name} if (spec_name := _spec_name(results)) else {}),
         "spec_hash": results_spec_hash(results),
         **({"results": str(results)} if not isinstance(results, Mapping) else {}),
         **environment(),

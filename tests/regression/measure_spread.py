@@ -78,26 +78,48 @@ def _fmt(x: Optional[float]) -> str:
     return "0" if x == 0 else (f"{x:.2g}" if abs(x) < 0.01 else f"{x:.3f}")
 
 
+def seed_std(kind: str, values: List[float]) -> float:
+    """Standard deviation over seeds in the units a tolerance of ``kind`` measures: decades
+    (log10), a fraction of the mean (relative), or the metric's own units (absolute)."""
+    from atwu_plugin.leaderboard.regress import LOG10_FLOOR
+
+    if kind == "log10":
+        return statistics.stdev(math.log10(max(v, LOG10_FLOOR)) for v in values)
+    if kind == "relative":
+        mean = statistics.fmean(values)
+        return statistics.stdev(values) / abs(mean) if mean else 0.0
+    return statistics.stdev(values)
+
+
+def derived_tolerance(stds: List[float]) -> float:
+    """The rule of docs/regression.md: a quarter of the smallest seed-to-seed standard
+    deviation over the methods whose value moves with the seed at all, rounded down to one
+    significant digit; 0 (exact) when no method's value moves (counts such as span_n_pos)."""
+    moving = [s for s in stds if s > 0]
+    if not moving:
+        return 0.0
+    q = min(moving) / 4
+    digit = 10 ** math.floor(math.log10(q))
+    return math.floor(q / digit) * digit
+
+
 def summarize(out: Path, ref_path: Path) -> int:
     from atwu_plugin.leaderboard.regress import distance, load_reference, tolerance_spec
 
     reference = load_reference(ref_path)
     seeds = _runs(out / "seeds")
-    metrics = [k for k in next(iter(reference["benchmarks"].values()))[next(iter(seeds))]["metrics"]]
-    print("## Measured spread, in each metric's tolerance units (max over the 5 methods)\n")
-    print("| metric | kind | seed spread (median / min over methods of the std over seeds 0-2) "
-          "| threads 1 vs 2 | AVX-512 vs AVX2 | tolerance |")
-    print("|---|---|---|---|---|---|")
+    metrics = list(reference["tolerances"])
+    print(f"## Measured spread (seeds {', '.join(map(str, SEEDS))}; cross-setup: seed 0), in each metric's tolerance units\n")
+    print("| metric | kind | seed std: min / median / max over methods | threads 1 vs 2 (max) "
+          "| AVX-512 vs AVX2 (max) | derived tol | tol in use | tol / max cross-setup |")
+    print("|---|---|---|---|---|---|---|---|")
     for k in metrics:
         kind, tol = tolerance_spec(reference, k)
         stds: List[float] = []
         for m, by_seed in seeds.items():
             vals = [by_seed[s].get(k) for s in SEEDS if s in by_seed]
             if len(vals) == len(SEEDS) and all(v is not None for v in vals):
-                # deviations from the mean over seeds, in the metric's units (log10 of p, relative, absolute)
-                mean = statistics.fmean(vals)
-                devs = [distance(kind, v, mean) for v in vals]
-                stds.append(math.sqrt(sum(d * d for d in devs) / (len(devs) - 1)))
+                stds.append(seed_std(kind, vals))
         cross = {}
         for variant in ("threads2", "avx2"):
             if not (out / variant / "results.json").exists():
@@ -107,8 +129,11 @@ def summarize(out: Path, ref_path: Path) -> int:
             ds = [distance(kind, other[m][0][k], seeds[m][0][k]) for m in other
                   if other[m][0].get(k) is not None and seeds[m][0].get(k) is not None]
             cross[variant] = max(ds) if ds else None
-        spread = f"{_fmt(statistics.median(stds))} / {_fmt(min(stds))}" if stds else "n/a"
-        print(f"| {k} | {kind} | {spread} | {_fmt(cross['threads2'])} | {_fmt(cross['avx2'])} | {_fmt(tol)} |")
+        spread = " / ".join(_fmt(x) for x in (min(stds), statistics.median(stds), max(stds))) if stds else "n/a"
+        worst = max((c for c in cross.values() if c is not None), default=None)
+        margin = "n/a" if worst is None or tol == 0 else ("inf" if worst == 0 else f"{tol / worst:.0e}")
+        print(f"| {k} | {kind} | {spread} | {_fmt(cross['threads2'])} | {_fmt(cross['avx2'])} "
+              f"| {_fmt(derived_tolerance(stds)) if stds else 'n/a'} | {_fmt(tol)} | {margin} |")
     if (out / "mutated" / "results.json").exists():
         summarize_mutations(out, reference)
     return 0

@@ -90,12 +90,12 @@ class Mutation:
 
 MUTATIONS = (
     Mutation("uniform_weights", "ATWU", "ATWU's token weights replaced by uniform weights", patch=uniform_atwu_weights),
-    Mutation("no_retain_loss", "NPO", "retain loss weight 0", overrides={"trainer.method_args.alpha": 0.0}),
-    Mutation("answer_mask_shift", "SimNPO", "answer mask shifted by one token", patch=shifted_answer_mask),
+    Mutation("no_retain_loss", "SimNPO", "retain loss weight 0", overrides={"trainer.method_args.alpha": 0.0}),
+    Mutation("answer_mask_shift", "NPO", "answer mask shifted by one token", patch=shifted_answer_mask),
     Mutation("forget_sign_flip", "WGA", "forget loss sign flipped", patch=flipped_ga_sign),
     Mutation("lower_lr", "Oracle", "learning rate 10 % lower", lr_factor=0.9),
 )
-PATCHES = {m.method: m.patch for m in MUTATIONS if m.patch is not None}
+PATCHES = {m.method: m for m in MUTATIONS if m.patch is not None}
 
 
 def mutated_spec(spec: LeaderboardSpec, output_dir) -> LeaderboardSpec:
@@ -141,6 +141,10 @@ def run_mutated_cell(cell):
     mutation (if any) applied for this cell only."""
     from atwu_plugin.leaderboard.cells import default_run_cell
 
-    patch = PATCHES.get(cell.method)
-    with (patch() if patch else contextlib.nullcontext()):
+    mutation = PATCHES.get(cell.method)
+    if mutation is None:
         return default_run_cell(cell)
+    with mutation.patch():
+        # recorded in the cell file (not in results.json): the patch leaves the config, and so
+        # the cell's hash, as they were
+        return {**default_run_cell(cell), "mutation": mutation.name}
