@@ -93,25 +93,36 @@ SCHEMAS = ("atwu-reference/1", SCHEMA)
 KINDS = ("absolute", "relative", "log10", "none")
 LOG10_FLOOR = 1e-300
 
-# Built-in tolerances: (kind, tol). The numbers come from the spread measured by
-# tests/regression/measure_spread.py (seeds 0-2, threads 1 vs 2, AVX-512 vs AVX2 kernels on the
-# quick spec); docs/regression.md has the table and the rule that turns it into these values.
+# Built-in tolerances: (kind, tol), from the spread measured by tests/regression/measure_spread.py
+# on the quick spec (seeds 0-2; AVX-512 vs AVX2 kernels): a quarter of the smallest per-method
+# seed standard deviation, rounded down to one digit, each >= 1000x the cross-setup round-off.
+# docs/regression.md has the measurements and the rule.
 DEFAULT_TOLERANCES: Dict[str, Tuple[str, float]] = {
-    "forget_quality": ("log10", 0.25),
-    "forget_truth_ratio": ("absolute", 0.01),
-    "model_utility": ("absolute", 0.005),
-    "forget_rouge": ("absolute", 0.01),
-    "retain_rouge": ("absolute", 0.01),
-    "holdout_rouge": ("absolute", 0.01),
-    "forget_prob": ("relative", 0.02),
-    "retain_prob": ("relative", 0.02),
-    "holdout_prob": ("relative", 0.02),
-    "forget_specific_prob": ("relative", 0.02),
-    "forget_generic_prob": ("relative", 0.02),
-    "kl_to_retain": ("relative", 0.02),
-    "span_auroc": ("absolute", 0.01),
-    "span_ap": ("absolute", 0.01),
-    "span_precision_at_k": ("absolute", 0.01),
+    "forget_quality": ("log10", 0.04),
+    "model_utility": ("absolute", 0.0005),
+    "forget_rouge": ("absolute", 0.004),
+    "retain_rouge": ("absolute", 0.002),
+    "world_rouge": ("absolute", 0.0001),
+    "forget_truth_ratio": ("absolute", 0.001),
+    "retain_truth_ratio": ("absolute", 0.001),
+    "world_truth_ratio": ("absolute", 0.0003),
+    "forget_prob": ("relative", 0.003),
+    "retain_prob": ("relative", 0.005),
+    "world_prob": ("relative", 0.0006),
+    "holdout_prob": ("relative", 0.006),
+    "forget_specific_prob": ("relative", 0.01),
+    "forget_generic_prob": ("relative", 0.003),
+    "forget_template_prob": ("relative", 0.004),
+    "forget_shared_prob": ("relative", 0.01),
+    "kl_to_retain": ("relative", 0.005),
+    "kl_to_retain_specific": ("relative", 0.01),
+    "kl_to_retain_generic": ("relative", 0.004),
+    "holdout_kl_to_retain": ("relative", 0.003),
+    "span_auroc": ("absolute", 0.0003),
+    "span_ap": ("absolute", 0.00009),
+    "span_precision_at_k": ("absolute", 0.00008),
+    "span_n_pos": ("absolute", 0.0),  # token counts: no seed moves them; any change is a data change
+    "span_n_neg": ("absolute", 0.0),
 }
 # metrics no default covers, by kind (see default_kind)
 FALLBACK_TOL = {"absolute": 0.01, "relative": 0.02, "log10": 0.25}
