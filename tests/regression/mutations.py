@@ -88,6 +88,7 @@ class Mutation:
     patch: Optional[Callable[[], contextlib.AbstractContextManager]] = None
     lr_factor: Optional[float] = None  # trainer.args.learning_rate = lr_factor * the method's resolved rate
 
+
 MUTATIONS = (
     Mutation("uniform_weights", "ATWU", "ATWU's token weights replaced by uniform weights", patch=uniform_atwu_weights),
     Mutation("no_retain_loss", "SimNPO", "retain loss weight 0", overrides={"trainer.method_args.alpha": 0.0}),
