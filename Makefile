@@ -76,10 +76,27 @@ results-tofu-honest: setup
 		--title "Real TOFU text (TOFU-tiny forget05/forget10): label-free methods and ATWU scorer variants at matched forgetting" \
 		--command "make results-tofu-honest" --notes docs/results/tofu_honest_notes.md
 
-# CI regression check of reported scores (also run by the test suite)
+# CI regression check of reported scores (also run by the test suite, with its mutation tests;
+# docs/regression.md). The output folder is removed first: a leaderboard reuses finished cells,
+# which would check yesterday's numbers instead of today's code.
+REGRESS_OUT := outputs/regression/quick
 regress: setup
-	$(BIN)/atwu-leaderboard tests/regression/quick.yaml
-	$(BIN)/atwu-regress --reference tests/regression/quick_reference.json --results outputs/regression/quick/results.json
+	rm -rf $(REGRESS_OUT)
+	OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard tests/regression/quick.yaml --output-dir $(REGRESS_OUT) --jobs 2
+	$(BIN)/atwu-regress --reference tests/regression/quick_reference.json --results $(REGRESS_OUT)/results.json
+
+# Regenerate tests/regression/quick_reference.json after an intended change of the numbers
+# (keeps its tolerances, records the spec hash and the package/torch/transformers versions)
+.PHONY: regress-update regress-spread
+regress-update: setup
+	rm -rf $(REGRESS_OUT)
+	OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard tests/regression/quick.yaml --output-dir $(REGRESS_OUT) --jobs 2
+	$(BIN)/atwu-regress --reference tests/regression/quick_reference.json --results $(REGRESS_OUT)/results.json --update
+
+# The measured spread behind atwu-regress's default tolerances (docs/regression.md; ~30 cells)
+regress-spread: setup
+	for v in seeds mutated avx2 threads2; do OMP_NUM_THREADS=1 $(BIN)/python tests/regression/measure_spread.py run $$v || exit 1; done
+	$(BIN)/python tests/regression/measure_spread.py summarize
 
 # docs/results/atwu_ablation.md: ATWU design choices, one at a time (~10 min on 2 cores)
 results-ablation: setup
