@@ -70,7 +70,7 @@ def prepare_benchmarks(spec, cache_dir: Optional[str]):
     bad trainer override) before any model is built."""
     from dataclasses import replace
 
-    from atwu_plugin.benchmarks import get_benchmark
+    from atwu_plugin.guards import make_benchmark
     from atwu_plugin.hosts.lite import load_trainer_config
 
     if spec.host != "lite":
@@ -83,11 +83,9 @@ def prepare_benchmarks(spec, cache_dir: Optional[str]):
     for b in spec.benchmarks:
         options = dict(b.options)
         try:
-            bench = get_benchmark(options.pop("benchmark", b.name), **options)
-        except TypeError as e:  # an option the benchmark does not take
-            raise ValueError(f"{spec.source}: benchmark {b.name}: {e}") from None
+            bench = make_benchmark(options.pop("benchmark", b.name), options)
         except (KeyError, ValueError) as e:
-            raise ValueError(f"{spec.source}: benchmark {b.name}: {_message(e)}") from None
+            raise ValueError(f"{spec.source}: benchmarks: {_message(e)}") from None
         for m in spec.methods:
             try:
                 load_trainer_config(m.trainer, m.overrides, base_args=bench.trainer_args)
@@ -99,10 +97,15 @@ def prepare_benchmarks(spec, cache_dir: Optional[str]):
 
 def run_demo_cell(cell) -> dict:
     """The leaderboard's cell runner (module level: picklable for ``--jobs``). Worker processes
-    are quiet through ``atwu_plugin.utils.quiet``'s environment variable, set by :func:`main`."""
+    are quiet through ``atwu_plugin.utils.quiet``'s environment variable, set by :func:`main`.
+    Adds ``cpu_s``, the cell's CPU seconds, to its cell file (not to results.json): the wall
+    time of an idle machine, since a cell is single-threaded, whatever else shares the cores."""
     from atwu_plugin.leaderboard.cells import default_run_cell
 
-    return default_run_cell(cell)
+    cpu0 = time.process_time()
+    result = dict(default_run_cell(cell))
+    result["cpu_s"] = round(time.process_time() - cpu0, 2)
+    return result
 
 
 def format_phases(phases: Dict[str, Dict[str, float]]) -> str:
