@@ -184,7 +184,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                       f"{m['build_s']} s) in {bench.zoo.root}", flush=True)
         phase("models")
         print(f"[demo] unlearning: {n_cells} runs, {jobs} at a time ...", flush=True)
-        progress = not args.no_progress and sys.stderr.isatty()
+        progress = not args.no_progress  # live bars on a terminal, one line per cell otherwise
         outcome = run_leaderboard(spec, run_demo_cell, progress=progress, jobs=jobs, reports=False)
         phase("methods")
     except KeyboardInterrupt:
