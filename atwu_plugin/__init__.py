@@ -6,3 +6,10 @@ Layers (imports only go downward):
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+
+if _os.environ.get("ATWU_QUIET_LIBRARIES") == "1":  # set by atwu-demo for its worker processes
+    from atwu_plugin.utils.quiet import silence_library_noise as _silence
+
+    _silence()

@@ -294,7 +294,7 @@ def test_every_shipped_config_validates():
     (["trainer=TW_GA", "lr=1"], ["override 'lr=1': unknown key 'lr' for the lite host; expected trainer=, benchmark="]),
     (["trainer=TW_GA", "learning_rate"], ["override 'learning_rate': expected KEY=VALUE"]),
     (["trainer=TW_GA", "trainer.lr=1"], ["trainer override 'lr': expected a key under handler, method_args or args"]),
-    (["trainer=TW_GA", "benchmark.zoo=huge"], ["benchmark embedded: zoo='huge'; expected one of ['default', 'smoke']"]),
+    (["trainer=TW_GA", "benchmark.zoo=huge"], ["benchmark embedded: zoo='huge'; expected one of ['default', 'demo', 'smoke']"]),
     (["trainer=TW_GA", "benchmark.forget=forget05"], ["benchmark embedded: unknown option(s) benchmark.forget; "
                                                       "expected some of: benchmark.forget_split, benchmark.zoo"]),
     ([], ["missing trainer=NAME; expected one of: ATWU, TW_GA"]),

@@ -3,16 +3,17 @@ Llama models trained locally (``atwu_plugin.zoo``)."""
 
 import json
 import os
+from dataclasses import replace
 from typing import Optional
 
 from atwu_plugin.benchmarks import BENCHMARKS
 from atwu_plugin.benchmarks.zoo_backed import ZooBackedBenchmark
 from atwu_plugin.data.generator import load_split
 from atwu_plugin.data.qa_dataset import QADataset
-from atwu_plugin.zoo.build import SMOKE_SPEC, ZooSpec, build_zoo
+from atwu_plugin.zoo.build import DEMO_SPEC, SMOKE_SPEC, ZooSpec, build_zoo
 from atwu_plugin.zoo.loading import load_causal_lm
 
-ZOO_SPECS = {"default": ZooSpec, "smoke": lambda: SMOKE_SPEC}
+ZOO_SPECS = {"default": ZooSpec, "smoke": lambda: SMOKE_SPEC, "demo": lambda: replace(DEMO_SPEC)}
 FORGET_SPLITS = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
 
 # Unlearning hyperparameters for the tiny models (a trainer config's ``args`` and a
