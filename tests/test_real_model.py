@@ -202,3 +202,43 @@ def test_two_atwu_steps_on_tofu(smol, forget_records, tmp_path):
     assert "model.embed_tokens.weight" in changed and any(".layers.29." in n for n in changed)
     # still tied after training
     assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+
+
+def test_ou_model_config_matches_the_zoo_template():
+    """configs/model/smollm2_135m.yaml (OU's model=) spells the zoo's template_args."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(Path(real.__file__).resolve().parents[1] / "configs" / "model" / "smollm2_135m.yaml")
+    assert OmegaConf.to_container(cfg.template_args) == real.SMOLLM2_TEMPLATE_ARGS
+    assert cfg.model_args.pretrained_model_name_or_path == "${model.path}"
+
+
+def test_tofu_real_benchmark_options_are_checked():
+    from atwu_plugin.benchmarks import get_benchmark
+
+    with pytest.raises(ValueError, match="model='nope'; expected one of"):
+        get_benchmark("tofu_real", data_dir=str(TOFU_DIR), model="nope")
+    with pytest.raises(ValueError, match="zoo='finetuned'; expected one of"):
+        get_benchmark("tofu_real", data_dir=str(TOFU_DIR), zoo="finetuned")
+
+
+@pytest.mark.slow
+@needs_package
+@needs_tofu
+def test_lite_host_runs_tofu_real_by_name(tmp_path):
+    """`atwu-unlearn trainer=ATWU benchmark=tofu_real ...`: the real model by name through the
+    lite host (one step, a few evaluation questions), results written."""
+    import json
+
+    from atwu_plugin.cli.unlearn import main
+
+    out = tmp_path / "run"
+    rc = main(["--lite", "trainer=ATWU", "benchmark=tofu_real", f"benchmark.data_dir={TOFU_DIR}", "benchmark.forget_split=forget01",
+               "benchmark.n_forget_eval=3", "benchmark.n_retain_eval=3", "benchmark.n_holdout_eval=3",
+               "benchmark.n_world_eval=3", "benchmark.max_new_tokens=8", "trainer.args.max_steps=1", "trainer.args.per_device_train_batch_size=2",
+               "trainer.method_args.pretrain_steps=10", "trainer.method_args.bank_size=512", f"output_dir={out}"])
+    assert rc == 0
+    run = json.loads((out / "results.json").read_text())
+    assert run["benchmark"] == "tofu_real" and "Q4_1" in run["model"]
+    m = run["runs"][0]["metrics"]
+    assert 0 < m["forget_prob"] < 1 and 0 < m["retain_prob"] < 1 and m["kl_to_retain"] >= 0

@@ -139,6 +139,24 @@ def _tokenize_chat(tokenizer, template_args, question, answer, max_length, offse
     return cut, prompt_ids[:max_length], answer_start, truncated
 
 
+def tokenize_qa(tokenizer, template_args: dict, question: str, answer: str, max_length: int = 256,
+                offsets: bool = False):
+    """``(enc, prompt_ids, answer_start, truncated)`` of OU's tokenization of one QA pair, before
+    eos is appended: ``enc`` holds ``input_ids`` (and ``offset_mapping`` into the rendered text
+    if ``offsets``), ``answer_start`` is the answer's character offset in that text."""
+    if template_args.get("apply_chat_template", False):
+        return _tokenize_chat(tokenizer, template_args, question, answer, max_length, offsets)
+    prompt = wrap_prompt(template_args, question)
+    full = prompt + answer
+    enc = tokenizer(full, add_special_tokens=True, max_length=max_length, truncation=True,
+                    return_offsets_mapping=offsets)
+    prompt_ids = tokenizer(prompt, add_special_tokens=True, max_length=max_length, truncation=True)["input_ids"]
+    # only a full-length result can have been cut; re-tokenize without truncation to know
+    truncated = len(enc["input_ids"]) >= max_length and \
+        len(tokenizer(full, add_special_tokens=True)["input_ids"]) > len(enc["input_ids"])
+    return enc, prompt_ids, len(prompt), truncated
+
+
 def encode_qa(tokenizer, template_args: dict, question: str, answer: str, max_length: int = 256,
               spans: Optional[list] = None) -> EncodedQA:
     """Encode one QA pair as OU does, with per-token kinds from ``spans`` (see module doc)."""
@@ -148,20 +166,8 @@ def encode_qa(tokenizer, template_args: dict, question: str, answer: str, max_le
         raise ValueError(f"question/answer is not valid Unicode (lone surrogate at {e.start})") from None
     if spans is not None and not getattr(tokenizer, "is_fast", False):
         raise ValueError("token kinds need a fast tokenizer (offset mapping); pass spans=None for a slow one")
-    if template_args.get("apply_chat_template", False):
-        enc, prompt_ids, answer_start, truncated = _tokenize_chat(tokenizer, template_args, question, answer,
-                                                                  max_length, spans is not None)
-    else:
-        prompt = wrap_prompt(template_args, question)
-        full = prompt + answer
-        answer_start = len(prompt)
-        enc = tokenizer(full, add_special_tokens=True, max_length=max_length, truncation=True,
-                        return_offsets_mapping=spans is not None)
-        prompt_ids = tokenizer(prompt, add_special_tokens=True, max_length=max_length,
-                               truncation=True)["input_ids"]
-        # only a full-length result can have been cut; re-tokenize without truncation to know
-        truncated = len(enc["input_ids"]) >= max_length and \
-            len(tokenizer(full, add_special_tokens=True)["input_ids"]) > len(enc["input_ids"])
+    enc, prompt_ids, answer_start, truncated = tokenize_qa(tokenizer, template_args, question, answer, max_length,
+                                                           offsets=spans is not None)
     chat_ids = list(enc["input_ids"])
     n_tokenized = len(chat_ids)
     if chat_ids[-1] != tokenizer.eos_token_id:
