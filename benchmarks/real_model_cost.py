@@ -137,6 +137,17 @@ def main():
     print(f"reload from the cached safetensors folder: {time.perf_counter() - t:.2f} s "
           f"({entry.manifest['n_parameters'] / 1e6:.1f}M parameters, {entry.manifest['quantisation']})", flush=True)
 
+    # memory first, one subprocess per mode, while this process holds no trainer (two in-process
+    # trainers + the children's models exceeded a shared 23 GB machine: the parent was OOM-killed)
+    mem = {}
+    for m in ("graddiff", "atwu"):
+        out = subprocess.run([sys.executable, __file__, "--memory-child", m] + sys.argv[1:], capture_output=True,
+                             text=True, check=True)
+        mem[m] = json.loads(out.stdout.strip().splitlines()[-1])
+        r = mem[m]
+        print(f"{m:9s} tensors: persistent {r['persistent_tensor_mb']:.0f} MB + step peak rise {r['step_rise_mb']:.0f} MB "
+              f"= peak {r['peak_tensor_mb']:.0f} MB (peak RSS {r['peak_rss_mb']:.0f} MB)", flush=True)
+
     _, model, tok = load(args)
     import copy
 
@@ -166,16 +177,6 @@ def main():
     med = {m: sorted(v)[len(v) // 2] for m, v in per_mode.items()}
     for m in trainers:
         print(f"{m:9s} step time median {med[m]:.2f} s over {len(per_mode[m])} steps", flush=True)
-    del trainers, model
-
-    mem = {}
-    for m in ("graddiff", "atwu"):
-        out = subprocess.run([sys.executable, __file__, "--memory-child", m] + sys.argv[1:], capture_output=True,
-                             text=True, check=True)
-        mem[m] = json.loads(out.stdout.strip().splitlines()[-1])
-        r = mem[m]
-        print(f"{m:9s} tensors: persistent {r['persistent_tensor_mb']:.0f} MB + step peak rise {r['step_rise_mb']:.0f} MB "
-              f"= peak {r['peak_tensor_mb']:.0f} MB (peak RSS {r['peak_rss_mb']:.0f} MB)", flush=True)
     ratio_mem = mem["atwu"]["peak_tensor_mb"] / mem["graddiff"]["peak_tensor_mb"]
     print(f"ratio_step_time={med['atwu'] / med['graddiff']:.3f} ratio_peak_mem={ratio_mem:.3f}")
 
