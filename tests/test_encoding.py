@@ -1,3 +1,4 @@
+import copy
 import importlib.util
 import os
 from pathlib import Path
@@ -171,9 +172,47 @@ def test_benchmark_record_kinds(tok, bench):
         assert enc.token_kind[enc.labels != -100][0] == KIND_IGNORE
 
 
+# A ChatML-like template on the tiny tokenizer: OU's chat branch without a real model.
+CHAT_TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<s>assistant\n{% endif %}")
+CHAT_ARGS = {"apply_chat_template": True, "system_prompt": "Be brief."}
+
+
+@pytest.fixture(scope="module")
+def chat_tok(tok):
+    chat = copy.deepcopy(tok)
+    chat.chat_template = CHAT_TEMPLATE
+    return chat
+
+
+def test_chat_template_encoding_is_ous_chat_branch(chat_tok):
+    """apply_chat_template ids (+ eos, since the turn ends "</s>\n"), the prompt masked up to
+    the generation prompt, the word kinds on the answer's tokens, end-of-turn tokens template."""
+    tok = chat_tok
+    q, a = "Who wrote Dune?", "Frank Herbert wrote it."
+    spans = [[0, 13, KIND_SPECIFIC], [13, 23, KIND_TEMPLATE]]
+    enc = encode_qa(tok, CHAT_ARGS, q, a, max_length=256, spans=spans)
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": q}]
+    prompt_ids = tok.apply_chat_template(msgs, add_generation_prompt=True)
+    full_ids = tok.apply_chat_template(msgs + [{"role": "assistant", "content": a}])
+    assert enc.input_ids.tolist() == full_ids + [tok.eos_token_id]
+    n = len(prompt_ids)
+    assert enc.labels[:n].eq(-100).all() and enc.labels[n:].tolist() == enc.input_ids[n:].tolist()
+    assert tok.decode(enc.labels[n:]) == a + "</s>\n</s>"
+    kinds = enc.token_kind.tolist()
+    assert kinds[:n] == [KIND_NONE] * n and kinds[-3:] == [KIND_TEMPLATE] * 3
+    answer_kinds = kinds[n:-3]
+    n_name = len(tok(a[:13], add_special_tokens=False)["input_ids"])
+    assert answer_kinds[:n_name] == [KIND_SPECIFIC] * n_name and KIND_SPECIFIC not in answer_kinds[n_name:]
+    cut = encode_qa(tok, CHAT_ARGS, q, a, max_length=n + 2, spans=spans)
+    assert cut.truncated and len(cut.input_ids) == n + 3 and cut.input_ids[-1] == tok.eos_token_id
+
+
 def test_errors(tok):
-    with pytest.raises(NotImplementedError, match="apply_chat_template"):
+    with pytest.raises(ValueError, match="chat_template"):  # a chat template is needed (transformers' error)
         encode_qa(tok, {**ARGS, "apply_chat_template": True}, "q", "a")
+    with pytest.raises(NotImplementedError, match="chat_texts"):
+        wrap_prompt({**ARGS, "apply_chat_template": True}, "q")
     with pytest.raises(ValueError, match="spans cover"):
         encode_qa(tok, ARGS, "q", "abc", spans=[[0, 2, KIND_TEMPLATE]])
     with pytest.raises(ValueError, match="surrogate"):

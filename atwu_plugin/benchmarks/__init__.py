@@ -15,6 +15,7 @@ BENCHMARK_MODULES = {
     "embedded": "atwu_plugin.benchmarks.embedded",
     "rwku_tiny": "atwu_plugin.benchmarks.rwku_tiny",
     "tofu_tiny": "atwu_plugin.benchmarks.tofu_tiny",
+    "tofu_real": "atwu_plugin.benchmarks.tofu_real",
 }
 
 

@@ -10,7 +10,7 @@ The appended eos is counted apart (``eos``), as in ``tofu_labels.label_stats``.
 from collections import Counter
 from typing import Dict, List, Sequence
 
-from atwu_plugin.data.encoding import wrap_prompt
+from atwu_plugin.data.encoding import tokenize_qa
 from atwu_plugin.data.labels import KIND_IGNORE, KIND_NAMES, KIND_NONE, KIND_SPECIFIC, KIND_TEMPLATE
 from atwu_plugin.data.tofu_labels import TOKEN_TYPES, token_type, word_cores
 
@@ -19,16 +19,16 @@ _KINDS = (KIND_SPECIFIC, KIND_TEMPLATE, KIND_IGNORE)
 
 def answer_token_types(record: dict, tokenizer, template_args: dict, max_length: int) -> List[str]:
     """The token type of every position of ``prompt + answer`` as ``encode_qa`` tokenizes it
-    (``"eos"`` for an end-of-sequence token; positions past the end are the appended eos)."""
-    prompt = wrap_prompt(template_args, record["question"])
+    (``"eos"`` for an end-of-sequence token and a chat template's end-of-turn tokens after the
+    answer; positions past the end are the appended eos)."""
     answer = record["answer"]
-    tok = tokenizer(prompt + answer, add_special_tokens=True, max_length=max_length, truncation=True,
-                    return_offsets_mapping=True)
+    tok, _, start, _ = tokenize_qa(tokenizer, template_args, record["question"], answer, max_length, offsets=True)
     cores = word_cores(answer)
     types = []
     for tid, (s, e) in zip(tok["input_ids"], tok["offset_mapping"]):
-        a, b = max(s - len(prompt), 0), min(e - len(prompt), len(answer))
-        types.append("eos" if tid == tokenizer.eos_token_id else token_type(answer, a, b, cores))
+        a, b = max(s - start, 0), min(e - start, len(answer))
+        after = s >= start + len(answer) and s > 0
+        types.append("eos" if tid == tokenizer.eos_token_id or after else token_type(answer, a, b, cores))
     return types
 
 

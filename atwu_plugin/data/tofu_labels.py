@@ -52,7 +52,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from atwu_plugin.data.encoding import encode_qa, wrap_prompt
+from atwu_plugin.data.encoding import encode_qa, tokenize_qa
 from atwu_plugin.data.generator import validate_spans
 from atwu_plugin.data.labels import KIND_IGNORE, KIND_NAMES, KIND_NONE, KIND_SPECIFIC, KIND_TEMPLATE
 
@@ -282,18 +282,18 @@ def label_stats(records: Sequence[dict], tokenizer, template_args: dict, max_len
         if spans is None:
             spans = word_labels(r["question"], r["answer"], r["paraphrased_answer"], r["perturbed_answer"])
         enc = encode_qa(tokenizer, template_args, r["question"], r["answer"], max_length, spans=spans)
-        prompt = wrap_prompt(template_args, r["question"])
-        prompt_len, full = len(prompt), prompt + r["answer"]
-        tok = tokenizer(full, add_special_tokens=True, max_length=max_length, truncation=True,
-                        return_offsets_mapping=True)
+        tok, _, prompt_len, _ = tokenize_qa(tokenizer, template_args, r["question"], r["answer"], max_length,
+                                            offsets=True)
         n_tok = len(tok["input_ids"])
-        if tok["input_ids"] != enc.input_ids[:n_tok].tolist():
+        if list(tok["input_ids"]) != enc.input_ids[:n_tok].tolist():
             raise RuntimeError(f"record {i}: re-tokenization differs from encode_qa")
         cores = word_cores(r["answer"])
+        end = prompt_len + len(r["answer"])
         for t, kind in enumerate(enc.token_kind.tolist()):
             if kind == KIND_NONE:
                 continue
-            if t >= n_tok or enc.input_ids[t] == tokenizer.eos_token_id:
+            # eos, and a chat template's end-of-turn tokens after the answer, are counted apart
+            if t >= n_tok or enc.input_ids[t] == tokenizer.eos_token_id or tok["offset_mapping"][t][0] >= end > 0:
                 eos[names[kind]] += 1
                 continue
             s, e = tok["offset_mapping"][t]
