@@ -14,7 +14,6 @@ import random
 from typing import Optional
 
 import numpy as np
-
 import torch
 from transformers import Trainer
 
