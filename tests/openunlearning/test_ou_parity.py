@@ -117,7 +117,7 @@ def run_pairs(ou_env, zoo, data_dir, out: Path, trainers, accumulation=1, steps=
         config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
         trainer = next(o.split("=", 1)[1] for o in yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
                        if o.startswith("trainer="))
-        run_dir = Path(config["trainer"]["args"]["output_dir"])
+        run_dir = out / f"run{job.name}"  # paths.output_dir (the saved config keeps it unresolved)
         logged = [h["loss"] for h in json.loads((run_dir / "trainer_state.json").read_text())["log_history"] if "loss" in h]
         runs[trainer] = {"losses": losses[str(run_dir)], "logged": logged, "dir": run_dir, "config": config}
     assert sorted(runs) == sorted(trainers), sorted(runs)
