@@ -564,3 +564,22 @@ def test_export_cli_from_dir(tmp_path, capsys):
     text = (tmp_path / "out" / "README.md").read_text()
     assert "config_name: forget01_perturbed" in text and "meta" not in text.split("---")[1]
     assert main(["dir", "--src", str(tmp_path / "missing"), "--out", str(tmp_path / "o2")]) == 2
+
+
+def test_export_dir_hint_names_the_embedded_experiment_only_for_embedded_data(tmp_path, capsys):
+    """TOFU's own files go with OU's TOFU experiments; the embedded experiment (tiny models
+    that read the embedded benchmark's text) is suggested only for a write_benchmark dir."""
+    import json
+
+    from atwu_plugin.cli.export import main
+
+    for name, meta in (("tofu", None), ("embedded", {"generator_version": 1, "seed": 0})):
+        src = tmp_path / name
+        src.mkdir()
+        (src / "forget01.json").write_text(json.dumps([_record(i) for i in range(2)]))
+        if meta:
+            (src / "meta.json").write_text(json.dumps(meta))
+        assert main(["dir", "--src", str(src), "--out", str(tmp_path / f"out_{name}")]) == 0
+        out = capsys.readouterr().out
+        assert "experiment=unlearn/tofu/default" in out
+        assert ("experiment=unlearn/atwu_embedded/default" in out) == (name == "embedded"), out

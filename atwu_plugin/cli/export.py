@@ -15,12 +15,27 @@ import sys
 from typing import List, Optional
 
 USAGE_HINT = """\
-Use it in OpenUnlearning (atwu-plugin installed in OU's environment):
+Use it in OpenUnlearning (atwu-plugin installed in OU's environment; docs/openunlearning.md has the CPU overrides):
   python src/train.py --config-name=unlearn.yaml experiment=unlearn/tofu/default +local_data=default paths.local_data={out} task_name=<name>
   python src/eval.py experiment=eval/tofu/default +local_data=default paths.local_data={out} task_name=<name>
+"""
+# only for the embedded benchmark's data (its tiny models read its text; TOFU's files need a TOFU model)
+EMBEDDED_HINT = """\
 Embedded benchmark with its tiny model:
   python src/train.py --config-name=unlearn.yaml experiment=unlearn/atwu_embedded/default paths.local_data={out} model.path=<target model dir> task_name=<name>
 """
+
+
+def _is_embedded_benchmark(src: str) -> bool:
+    """A ``write_benchmark`` directory (its ``meta.json`` names the generator version)."""
+    import json
+    from pathlib import Path
+
+    meta = Path(src) / "meta.json"
+    try:
+        return meta.is_file() and "generator_version" in json.loads(meta.read_text())
+    except (ValueError, OSError):
+        return False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +83,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     print(f"wrote {out}")
     print(USAGE_HINT.format(out=out))
+    if args.source != "dir" or _is_embedded_benchmark(args.src):
+        print(EMBEDDED_HINT.format(out=out))
     return 0
 
 

@@ -17,7 +17,7 @@ import torch
 
 from atwu_plugin.losses.tokens import answer_mask, token_logprobs
 from atwu_plugin.trainers.adapters import adapter_disabled
-from atwu_plugin.trainers.base import model_inputs
+from atwu_plugin.trainers.base import host_rng_untouched, model_inputs
 from atwu_plugin.trainers.config import plain
 from atwu_plugin.trainers.token_weighted import TokenWeightedUnlearn
 from atwu_plugin.utils.safe_state import load_state, save_state
@@ -115,7 +115,8 @@ class ATWU(TokenWeightedUnlearn):
     # ---- loss ------------------------------------------------------------------------------
     def unlearning_loss(self, model, inputs):
         if self.atwu is None:
-            with torch.no_grad():
+            # the scorer's initialization draws from torch's RNG: not from the host's stream
+            with torch.no_grad(), host_rng_untouched():
                 self._setup_atwu(model)
         forget, retain = inputs["forget"], inputs["retain"]
         labels = forget["labels"]

@@ -6,11 +6,14 @@ uses them as they are; the OpenUnlearning host rebases them on OU's ``UnlearnTra
 DeepSpeed preparation and prediction step apply unchanged.
 """
 
+import contextlib
 import copy
 import inspect
 import os
+import random
 from typing import Optional
 
+import numpy as np
 import torch
 from transformers import Trainer
 
@@ -87,9 +90,17 @@ class PluginUnlearnTrainer(Trainer):
         return self.accelerator.prepare_model(ref, evaluation_mode=True)
 
     def setup_batches(self, dataset, batch_size: int):
-        """One ordered pass over ``dataset`` as device-ready batches (for one-off setup passes)."""
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=self.data_collator)
-        return (self._prepare_inputs(batch) for batch in loader)
+        """One ordered pass over ``dataset`` as device-ready batches (for one-off setup passes).
+
+        Slices and the collator, no DataLoader: creating a DataLoader iterator draws its base
+        seed from torch's global RNG, the stream OpenUnlearning's ``ForgetRetainDataset``
+        draws the paired retain samples from, so a setup pass that used one changed which
+        retain samples the host's training batches got (issue 16). Run it inside
+        ``host_rng_untouched()`` all the same: forwards with dropout, a dataset or a weighter
+        may draw."""
+        for start in range(0, len(dataset), batch_size):
+            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            yield self._prepare_inputs(self.data_collator(items))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None, **kwargs):
         loss, outputs = self.unlearning_loss(model, inputs)
@@ -135,6 +146,22 @@ class PluginUnlearnTrainer(Trainer):
     def unlearning_loss(self, model, inputs):
         """Return ``(loss, forget_outputs)``; implemented by each method."""
         raise NotImplementedError
+
+
+@contextlib.contextmanager
+def host_rng_untouched():
+    """Run a one-off setup pass without moving the global RNG streams the host trains with:
+    torch's (CPU and initialized CUDA devices), numpy's and Python's ``random`` are saved and
+    restored, so the host draws the same data order, retain pairs and dropout masks as a run
+    without the setup pass. Draws inside still happen, from a copy of the streams."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
 
 
 def model_inputs(batch: dict) -> dict:

@@ -16,10 +16,10 @@ from atwu_plugin.losses.forget import FORGET_LOSSES
 from atwu_plugin.losses.retain import RETAIN_LOSSES
 from atwu_plugin.losses.tokens import answer_mask, token_logprobs
 from atwu_plugin.trainers.adapters import BaseModelView, adapter_spec, wrap_with_adapter
-from atwu_plugin.trainers.base import PluginUnlearnTrainer, model_inputs
+from atwu_plugin.trainers.base import PluginUnlearnTrainer, host_rng_untouched, model_inputs
 from atwu_plugin.trainers.config import plain, spec_name
 from atwu_plugin.trainers.token_log import TokenWeightLogger
-from atwu_plugin.weighting import WeighterSetup, WeightingInputs, build_weighter
+from atwu_plugin.weighting import TokenWeighter, WeighterSetup, WeightingInputs, build_weighter
 
 
 class TokenWeightedUnlearn(PluginUnlearnTrainer):
@@ -99,6 +99,14 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
         return self.frozen_copy(aux)
 
     def _setup_weighter(self, model):
+        # Weighters without a setup (uniform, WGA, SatImp, ...) skip the pass; the others run it
+        # without moving the host's RNG streams (its data order and retain pairs stay the same).
+        if type(self.weighter).setup is not TokenWeighter.setup:
+            with host_rng_untouched():
+                self._run_weighter_setup(model)
+        self._weighter_ready = True
+
+    def _run_weighter_setup(self, model):
         retain = getattr(self.train_dataset, "retain", None)
         batches = None if retain is None else self.setup_batches(retain, self.args.per_device_train_batch_size)
 
@@ -111,7 +119,6 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
         # unwrap: a DeepSpeed engine's ``.config`` is its DeepSpeed config, not the model's
         vocab_size = self.accelerator.unwrap_model(model).config.vocab_size
         self.weighter.setup(WeighterSetup(vocab_size=vocab_size, retain_batches=batches, model=initial_features))
-        self._weighter_ready = True
 
     # ---- loss --------------------------------------------------------------------------
     def token_weights(self, model, forget: dict, outputs) -> torch.Tensor:
