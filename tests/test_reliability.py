@@ -224,7 +224,7 @@ def test_vocabulary_mismatch(micro, tmp_path):
     ({"method_args.normalizer": "mean"}, ValueError,
      "method_args.normalizer: unknown normalizer 'mean'; expected one of: batch_tokens, weight_sum, sequence_mean"),
     ({"method_args.alpah": 1.0}, ValueError, "method_args of TokenWeightedUnlearn: unknown key(s) ['alpah']; expected "
-     "some of: alpha, aux_model_path, forget_loss, gamma, normalizer, on_nonfinite, retain_loss, token_log, weighter "
+     "some of: alpha, aux_model_path, forget_loss, gamma, normalizer, on_nonfinite, peft, retain_loss, token_log, weighter "
      "(did you mean 'alpha' for 'alpah'?)"),
     ({"args.learning_rat": 1.0}, ValueError, "args: unknown key(s) ['learning_rat']; expected fields of "
      "transformers.TrainingArguments (did you mean 'learning_rate' for 'learning_rat'?)"),
