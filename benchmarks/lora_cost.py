@@ -24,7 +24,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from step_time import build, live_tensor_bytes, make_model, profiled_peak_rise, timed_steps  # noqa: E402
+from step_time import add_workload_arguments, build, live_tensor_bytes, make_model, profiled_peak_rise, timed_steps  # noqa: E402
 
 MODES = {"graddiff_full": ("graddiff", None), "graddiff_lora": ("graddiff", "lora"),
          "atwu_full": ("atwu", None), "atwu_lora": ("atwu", "lora")}
@@ -57,16 +57,7 @@ def memory_child(mode, args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=12)
-    p.add_argument("--blocks", type=int, default=3)
-    p.add_argument("--mem-steps", type=int, default=4)
-    p.add_argument("--hidden", type=int, default=384)
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--vocab", type=int, default=8192)
-    p.add_argument("--seq", type=int, default=96)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--n-forget", type=int, default=64)
-    p.add_argument("--n-retain", type=int, default=512)
+    add_workload_arguments(p, steps=12, mem_steps=4)
     p.add_argument("--model-dir", default=None, help="a saved causal LM (safetensors) instead of the random 20.5M Llama")
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of " + ",".join(MODES))
     p.add_argument("--memory-child", choices=list(MODES))

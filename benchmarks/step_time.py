@@ -166,11 +166,11 @@ def memory_child(mode, args):
                       "peak_tensor_mb": (persistent + rise) / 2**20}))
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=30)
+def add_workload_arguments(p, steps, mem_steps):
+    """The model and batch arguments every cost benchmark shares (the 20.5M Llama by default)."""
+    p.add_argument("--steps", type=int, default=steps)
     p.add_argument("--blocks", type=int, default=3)
-    p.add_argument("--mem-steps", type=int, default=10)
+    p.add_argument("--mem-steps", type=int, default=mem_steps)
     p.add_argument("--hidden", type=int, default=384)
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--vocab", type=int, default=8192)
@@ -178,6 +178,11 @@ def main():
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--n-forget", type=int, default=64)
     p.add_argument("--n-retain", type=int, default=512)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_workload_arguments(p, steps=30, mem_steps=10)
     p.add_argument("--memory-child", choices=["graddiff", "atwu"])
     p.add_argument("--atwu", action="append", default=[], metavar="KEY=VALUE",
                    help="override of the ATWU trainer config, e.g. method_args.bank_size=2048 (repeatable)")
