@@ -17,6 +17,7 @@ Design (docs/scaling.md, "The scorer under ZeRO"):
 Checkpoints: the replicated state is written once (rank 0) and read by every rank.
 """
 
+import contextlib
 from contextlib import contextmanager
 
 import torch
@@ -121,7 +122,15 @@ def gathered(params, modifier_rank=None):
         return
     import deepspeed
 
-    with deepspeed.zero.GatheredParameters(params, modifier_rank=modifier_rank):
+    # One GatheredParameters per parameter: with several, DeepSpeed (0.15) launches one async
+    # all-gather each and waits only on the last ("ensures the operation is enqueued"), which
+    # is enough on a CUDA stream but not on gloo, whose worker threads may finish them out of
+    # order: a parameter then reads an unfilled buffer (seen once in CI: a layer of zeros and
+    # denormals in the resumed ZeRO-3 run of tests/test_zero.py). A single parameter takes
+    # DeepSpeed's blocking path.
+    with contextlib.ExitStack() as stack:
+        for p in params:
+            stack.enter_context(deepspeed.zero.GatheredParameters([p], modifier_rank=modifier_rank))
         yield
 
 
