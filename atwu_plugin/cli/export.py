@@ -14,6 +14,8 @@ import argparse
 import sys
 from typing import List, Optional
 
+from atwu_plugin.cli.pipes import quiet_on_closed_pipe
+
 USAGE_HINT = """\
 Use it in OpenUnlearning (atwu-plugin installed in OU's environment; docs/openunlearning.md has the CPU overrides):
   python src/train.py --config-name=unlearn.yaml experiment=unlearn/tofu/default +local_data=default paths.local_data={out} task_name=<name>
@@ -58,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@quiet_on_closed_pipe
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from atwu_plugin.data import export

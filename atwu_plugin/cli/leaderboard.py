@@ -18,6 +18,8 @@ import argparse
 import sys
 from typing import List, Optional
 
+from atwu_plugin.cli.pipes import quiet_on_closed_pipe
+
 PROG = "atwu-leaderboard"
 
 
@@ -59,6 +61,7 @@ def load_default_run_cell():
     return fn
 
 
+@quiet_on_closed_pipe
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     try:

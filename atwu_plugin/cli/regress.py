@@ -17,6 +17,7 @@ import math
 import sys
 from typing import List, Optional
 
+from atwu_plugin.cli.pipes import quiet_on_closed_pipe
 from atwu_plugin.leaderboard.regress import (RegressionError, compare, format_table, load_reference,
                                              update_reference)
 
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@quiet_on_closed_pipe
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     try:

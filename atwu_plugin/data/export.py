@@ -32,6 +32,8 @@ import shutil
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
+from atwu_plugin.utils.jsonfile import decode_text
+
 MARKER = "<!-- written by atwu-export -->"
 PERTURBED_FIELDS = ("paraphrased_answer", "perturbed_answer")
 RETAIN_PERTURBED_DEFAULT_SIZE = 400  # TOFU's retain_perturbed size
@@ -39,13 +41,7 @@ RETAIN_PERTURBED_DEFAULT_SIZE = 400  # TOFU's retain_perturbed size
 
 def _read(path: Path) -> "tuple[Union[list, dict], Optional[List[int]]]":
     """``(content, lines)``: a JSON document, or JSON Lines with the line of each record."""
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise ValueError(f"{path}: not UTF-8 text (invalid byte 0x{data[e.start]:02x} at line {line}); "
-                         "expected a JSON list or JSON Lines file") from None
+    text = decode_text(path.read_bytes(), str(path), "a JSON list or JSON Lines file")
     try:
         return json.loads(text), None  # a JSON list (or object); one-line JSON Lines fall through below
     except json.JSONDecodeError as e:

@@ -169,11 +169,7 @@ def default_tolerance(metric: str) -> Tuple[str, float]:
 
 
 def _read(path: Union[str, Path], error=RegressionError) -> Any:
-    try:
-        return read_json(path, error)
-    except UnicodeDecodeError as e:  # read_json decodes UTF-8 and lets this one through
-        raise error(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
-                    "expected a JSON file") from None
+    return read_json(path, error)
 
 
 def load_reference(path: Union[str, Path]) -> Dict[str, Any]:
