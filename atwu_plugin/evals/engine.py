@@ -36,11 +36,12 @@ def model_device(model) -> torch.device:
 def eval_mode(model, device=None, dtype: Optional[torch.dtype] = None):
     """The model in eval mode, moved to ``device``/``dtype`` (None: left where it is);
     restores its training mode, device and dtype on exit."""
-    param = next(model.parameters())
-    orig_device, orig_dtype, was_training = param.device, param.dtype, model.training
+    was_training = model.training
+    param = next(model.parameters(), None)
+    orig_device, orig_dtype = (param.device, param.dtype) if param is not None else (None, None)
     target_device = torch.device(device) if device is not None else orig_device
     target_dtype = dtype if dtype is not None else orig_dtype
-    moved = orig_device != target_device or orig_dtype != target_dtype
+    moved = param is not None and (orig_device != target_device or orig_dtype != target_dtype)
     if moved:
         model.to(device=target_device, dtype=target_dtype)
     model.eval()
