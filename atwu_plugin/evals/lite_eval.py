@@ -233,8 +233,8 @@ class LiteEvaluator:
         answer tokens gets NaN, as in OU (0 / 0). Batched by length (``engine.answer_avg_nll``):
         padding is masked, so this changes no number beyond float round-off."""
         feats = [{k: e[k] for k in _ENC_KEYS if k in e} for e in encs]
-        arr = engine.answer_avg_nll(model, feats, self._collator, batch_size=self.batch_size, on_batch=on_batch,
-                                    progress=self._show_progress, desc=desc)
+        arr = engine.answer_avg_nll(model, feats, self._collator, batch_size=self.batch_size,
+                                    on_batch=on_batch, progress=self._show_progress, desc=desc)
         if np.isnan(arr).any():
             n_nan = int(np.isnan(arr).sum())
             logger.warning("%s: %d samples have no answer token (NaN, as in OU)", desc, n_nan)

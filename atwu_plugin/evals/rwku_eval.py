@@ -295,8 +295,10 @@ class RWKUEvaluator:
     def token_logprobs(self, model, seqs: List[List[int]], desc: str, with_stats: bool = False):
         """Per sequence: log p(x_t | x_<t) for t = 1..L-1 (numpy), and if ``with_stats`` the
         per-position mean and std of log p(z) under the model's next-token distribution."""
-        return engine.sequence_logprobs(model, seqs, batch_size=self.batch_size, pad_token_id=self._pad_id(),
-                                        with_stats=with_stats, progress=self.show_progress, desc=f"RWKU {desc}")
+        return engine.sequence_logprobs(
+            model, seqs, batch_size=self.batch_size, pad_token_id=self._pad_id(), with_stats=with_stats,
+            progress=self.show_progress, desc=f"RWKU {desc}",
+        )
 
     def next_token_logits(
         self, model, prompts: List[List[int]], candidates: List[int], desc: str
