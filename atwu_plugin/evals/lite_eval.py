@@ -40,9 +40,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
+from atwu_plugin.evals import engine
 from atwu_plugin.evals import tofu_metrics as tm
 from atwu_plugin.evals.token_metrics import KLAccumulator, TokenKindProbAccumulator
-from atwu_plugin.losses.tokens import IGNORE_INDEX, token_logprobs
+from atwu_plugin.losses.tokens import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
@@ -214,65 +215,26 @@ class LiteEvaluator:
         target = (enc["labels"] != IGNORE_INDEX).nonzero()
         return int(target[0, 0]) if target.numel() else int(enc["labels"].numel())
 
-    # ------------------------------------------------------------ model plumbing
+    # ------------------------------------------------------------ model calls
 
-    def _bar(self, iterable, total: int, desc: str):
-        enabled = self.progress if self.progress is not None else sys.stderr.isatty()
-        if not enabled:
-            return iterable
-        from tqdm.auto import tqdm
+    @property
+    def _show_progress(self) -> bool:
+        return self.progress if self.progress is not None else sys.stderr.isatty()
 
-        return tqdm(iterable, total=total, desc=desc, leave=False)
-
-    @contextlib.contextmanager
     def _prepared(self, model):
         """Eval mode on ``self.device``/``self.dtype``; restores mode, device and dtype."""
-        param = next(model.parameters())
-        orig_device, orig_dtype, was_training = param.device, param.dtype, model.training
-        target_dtype = self.dtype if self.dtype is not None else orig_dtype
-        moved = orig_device != self.device or orig_dtype != target_dtype
-        if moved:
-            model.to(device=self.device, dtype=target_dtype)
-        model.eval()
-        try:
-            yield model
-        finally:
-            if moved:
-                model.to(device=orig_device, dtype=orig_dtype)
-            model.train(was_training)
+        return engine.eval_mode(model, self.device, self.dtype)
 
-    def _batches(self, encs: List[Dict[str, torch.Tensor]]):
-        for start in range(0, len(encs), self.batch_size):
-            feats = [{k: e[k] for k in _ENC_KEYS if k in e} for e in encs[start : start + self.batch_size]]
-            batch = self._collator(feats)
-            yield {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-    @staticmethod
-    def _logits(model, batch) -> torch.Tensor:
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-
-    @torch.no_grad()
     def _avg_nll(self, model, encs, desc: str, on_batch: Optional[Callable] = None) -> np.ndarray:
         """Per-encoding ``sum_t CE_t / n_t`` over answer tokens (OU's ``avg_loss``).
 
         ``n_t`` counts every label that is not ``IGNORE_INDEX`` (as OU does; position 0 is a
         prompt token, so this equals the number of scored targets). An encoding without
-        answer tokens gets NaN, as in OU (0 / 0).
-
-        Batches are formed in order of length (stable sort), so a batch pads to the length of
-        similar encodings rather than to the longest of a random group; the values come back
-        in input order. Padding is masked, so this changes no number beyond float round-off."""
-        order = sorted(range(len(encs)), key=lambda i: len(encs[i]["input_ids"]))
-        arr = np.empty(len(encs), dtype=np.float64)
-        n_batches = math.ceil(len(encs) / self.batch_size)
-        for b, batch in enumerate(self._bar(self._batches([encs[i] for i in order]), n_batches, desc)):
-            logits = self._logits(model, batch)
-            logp = token_logprobs(logits, batch["labels"])
-            n_tok = (batch["labels"] != IGNORE_INDEX).sum(-1).double()
-            avg = -logp.double().sum(-1) / n_tok
-            arr[order[b * self.batch_size : (b + 1) * self.batch_size]] = avg.cpu().numpy()
-            if on_batch is not None:
-                on_batch(batch, logits, logp)
+        answer tokens gets NaN, as in OU (0 / 0). Batched by length (``engine.answer_avg_nll``):
+        padding is masked, so this changes no number beyond float round-off."""
+        feats = [{k: e[k] for k in _ENC_KEYS if k in e} for e in encs]
+        arr = engine.answer_avg_nll(model, feats, self._collator, batch_size=self.batch_size,
+                                    on_batch=on_batch, progress=self._show_progress, desc=desc)
         if np.isnan(arr).any():
             n_nan = int(np.isnan(arr).sum())
             logger.warning("%s: %d samples have no answer token (NaN, as in OU)", desc, n_nan)
@@ -287,7 +249,6 @@ class LiteEvaluator:
             pos += len(opts)
         return out
 
-    @torch.no_grad()
     def _generate(self, model, split: str) -> Dict[str, List]:
         """Greedy generations for a split, scored with ROUGE as OU's ``eval_text_similarity``.
 
@@ -300,41 +261,20 @@ class LiteEvaluator:
         tok = self.tokenizer
         encs = self._enc[split]["answer"]
         eos = tok.eos_token_id
-        stop = [tok.decode([eos])] + self.stopwords
-        gen_cfg = getattr(model, "generation_config", None)
-        model_eos = getattr(gen_cfg, "eos_token_id", None)
-        gen_kwargs = dict(
-            do_sample=False,
-            num_beams=1,
-            max_new_tokens=self.max_new_tokens,
-            eos_token_id=model_eos if model_eos is not None else eos,
-            pad_token_id=eos,
-            use_cache=True,
-        )
-        if self.stopwords:
-            gen_kwargs.update(stop_strings=self.stopwords, tokenizer=tok)
+        model_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         dec = dict(skip_special_tokens=True, clean_up_tokenization_spaces=True)
-        gens, gts, prompts_txt = [], [], []
-        n_batches = math.ceil(len(encs) / self.batch_size)
-        starts = range(0, len(encs), self.batch_size)
-        for start in self._bar(starts, n_batches, f"generate {split}"):
-            chunk = encs[start : start + self.batch_size]
-            prompts = [e["input_ids"][: self._prompt_len(e)] for e in chunk]
-            width = max(len(p) for p in prompts)
-            input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
-            attention = torch.zeros((len(prompts), width), dtype=torch.long)
-            for i, p in enumerate(prompts):  # left padding
-                input_ids[i, width - len(p) :] = p
-                attention[i, width - len(p) :] = 1
-            out = model.generate(
-                input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device), **gen_kwargs
-            )
-            texts = tok.batch_decode(out[:, width:].cpu(), **dec)
-            gens.extend(tm.clean_generation(t, stop) for t in texts)
-            for e, p in zip(chunk, prompts):
-                prompt_text = tok.decode(p, **dec)
-                gts.append(tm.ground_truth_text(tok.decode(e["input_ids"], **dec), prompt_text))
-                prompts_txt.append(prompt_text)
+        prompts = [e["input_ids"][: self._prompt_len(e)] for e in encs]
+        texts = engine.greedy_generate(
+            model, tok, prompts, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
+            eos_token_id=model_eos if model_eos is not None else eos, pad_token_id=eos,
+            prompt_pad_id=self.pad_token_id, stop_strings=self.stopwords,
+            decode_kwargs={"clean_up_tokenization_spaces": True}, progress=self._show_progress,
+            desc=f"generate {split}",
+        )
+        stop = [tok.decode([eos])] + self.stopwords
+        gens = [tm.clean_generation(t, stop) for t in texts]
+        prompts_txt = [tok.decode(p, **dec) for p in prompts]
+        gts = [tm.ground_truth_text(tok.decode(e["input_ids"], **dec), p) for e, p in zip(encs, prompts_txt)]
         scores = [tm.rouge_scores(g, t) for g, t in zip(gens, gts)]
         return {
             "rougeL_recall": [s["rougeL_recall"] for s in scores],
@@ -441,10 +381,10 @@ class LiteEvaluator:
                 if kind is not None:
                     token_acc.update(logp, kind)
                 if kl_acc is not None:
-                    kl_acc.update(logits, self._logits(retain, batch), batch["labels"], kind)
+                    kl_acc.update(logits, engine.forward_logits(retain, batch), batch["labels"], kind)
 
             def holdout_tokens(batch, logits, logp):
-                holdout_kl_acc.update(logits, self._logits(retain, batch), batch["labels"])
+                holdout_kl_acc.update(logits, engine.forward_logits(retain, batch), batch["labels"])
 
             hooks = {"forget": forget_tokens}
             if holdout_kl_acc is not None:

@@ -37,7 +37,6 @@ is deterministic for a given model, tokenizer and batch size.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -52,6 +51,7 @@ from atwu_plugin.data.rwku import (
     open_rwku,
     probe_prompt,
 )
+from atwu_plugin.evals import engine
 from atwu_plugin.evals import rwku_metrics as M
 
 ALL_METRICS = ("forget", "neighbor", "mia", "mmlu", "bbh", "truthfulqa", "triviaqa", "fluency")
@@ -277,121 +277,36 @@ class RWKUEvaluator:
             self._newline_ids = torch.tensor(ids, dtype=torch.long)
         return self._newline_ids
 
-    @torch.no_grad()
     def generate(
         self, model, prompts: List[List[int]], max_new_tokens: int, stop_at_newline: bool, desc: str
     ) -> List[str]:
-        """Greedy completions (decoded new tokens, special tokens skipped), left-padded batches."""
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        """Greedy completions (decoded new tokens, special tokens skipped), left-padded batches;
+        with ``stop_at_newline`` a row stops at its first token containing a newline and the
+        text is cut there."""
+        outs = engine.greedy_generate(
+            model, self.tokenizer, [self._limit(p, max_new_tokens) for p in prompts],
+            max_new_tokens=max_new_tokens, batch_size=self.batch_size,
+            eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self._pad_id(),
+            stop_token_ids=self._newline_token_ids() if stop_at_newline else None,
+            progress=self.show_progress, desc=f"RWKU {desc}",
+        )
+        return [M.truncate_at_newline(t) for t in outs] if stop_at_newline else outs
 
-        device = _device(model)
-        pad = self._pad_id()
-        outs: List[str] = []
-        bar = self._bar(len(prompts), desc)
-        for start in range(0, len(prompts), self.batch_size):
-            batch = [self._limit(p, max_new_tokens) for p in prompts[start : start + self.batch_size]]
-            width = max(len(p) for p in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for i, p in enumerate(batch):
-                ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-                mask[i, width - len(p) :] = 1
-            kwargs = {}
-            if stop_at_newline:
-                nl = self._newline_token_ids().to(device)
-
-                class _Stop(StoppingCriteria):
-                    def __call__(self, input_ids, scores, **kw):
-                        return torch.isin(input_ids[:, width:], nl).any(dim=1)
-
-                kwargs["stopping_criteria"] = StoppingCriteriaList([_Stop()])
-            gen = model.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                num_beams=1,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                pad_token_id=pad,
-                eos_token_id=self.tokenizer.eos_token_id,
-                **kwargs,
-            )
-            for row in gen[:, width:].tolist():
-                text = self.tokenizer.decode(row, skip_special_tokens=True)
-                outs.append(M.truncate_at_newline(text) if stop_at_newline else text)
-            bar.update(len(batch))
-        bar.close()
-        return outs
-
-    @torch.no_grad()
     def token_logprobs(self, model, seqs: List[List[int]], desc: str, with_stats: bool = False):
         """Per sequence: log p(x_t | x_<t) for t = 1..L-1 (numpy), and if ``with_stats`` the
         per-position mean and std of log p(z) under the model's next-token distribution."""
-        device = _device(model)
-        pad = self._pad_id()
-        out = []
-        bar = self._bar(len(seqs), desc)
-        for start in range(0, len(seqs), self.batch_size):
-            batch = seqs[start : start + self.batch_size]
-            width = max(len(s) for s in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for i, s in enumerate(batch):
-                ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-                mask[i, : len(s)] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            for i, s in enumerate(batch):
-                n = len(s)
-                logp = torch.log_softmax(logits[i, : n - 1].float(), dim=-1)
-                tgt = torch.tensor(s[1:], dtype=torch.long, device=logp.device)
-                lp = logp.gather(-1, tgt[:, None]).squeeze(-1).cpu().numpy()
-                if with_stats:
-                    p = logp.exp()
-                    mu = (p * logp).sum(-1)
-                    var = ((p * logp.square()).sum(-1) - mu.square()).clamp_min(1e-12)
-                    out.append((lp, mu.cpu().numpy(), var.sqrt().cpu().numpy()))
-                else:
-                    out.append(lp)
-            bar.update(len(batch))
-        bar.close()
-        return out
+        return engine.sequence_logprobs(
+            model, seqs, batch_size=self.batch_size, pad_token_id=self._pad_id(), with_stats=with_stats,
+            progress=self.show_progress, desc=f"RWKU {desc}",
+        )
 
-    @torch.no_grad()
     def next_token_logits(
         self, model, prompts: List[List[int]], candidates: List[int], desc: str
     ) -> List[List[float]]:
         """Logits of ``candidates`` for the token after each prompt (left-padded batches)."""
-        device = _device(model)
-        pad = self._pad_id()
-        extra = {}
-        if "num_logits_to_keep" in inspect.signature(model.forward).parameters:
-            extra["num_logits_to_keep"] = 1
-        out: List[List[float]] = []
-        bar = self._bar(len(prompts), desc)
-        cand = torch.tensor(candidates, dtype=torch.long)
-        for start in range(0, len(prompts), self.batch_size):
-            batch = [self._limit(p, 1) for p in prompts[start : start + self.batch_size]]
-            width = max(len(p) for p in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for i, p in enumerate(batch):
-                ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-                mask[i, width - len(p) :] = 1
-            pos = (mask.cumsum(-1) - 1).clamp_min(0)
-            logits = model(
-                input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device), **extra
-            ).logits[:, -1]
-            out.extend(logits.float().cpu()[:, cand].tolist())
-            bar.update(len(batch))
-        bar.close()
-        return out
-
-    def _bar(self, total: int, desc: str):
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=f"RWKU {desc}", disable=not self.show_progress, leave=False)
+        return engine.next_token_logits(model, [self._limit(p, 1) for p in prompts], candidates,
+                                        batch_size=self.batch_size, pad_token_id=self._pad_id(),
+                                        progress=self.show_progress, desc=f"RWKU {desc}")
 
     # ------------------------------------------------------------------------------------------
     # Data helpers
@@ -420,12 +335,10 @@ class RWKUEvaluator:
     # ------------------------------------------------------------------------------------------
 
     def evaluate(self, model) -> Dict[str, Any]:
-        was_training = model.training
-        model.eval()
         limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         self._prompt_limit = self.max_prompt_length or limit
-        try:
-            res = _Results(self.aggregate)
+        res = _Results(self.aggregate)
+        with engine.eval_mode(model):
             if "forget" in self.metrics or "neighbor" in self.metrics:
                 self._eval_probes(model, res)
             if "mia" in self.metrics:
@@ -440,8 +353,6 @@ class RWKUEvaluator:
                 self._eval_triviaqa(model, res)
             if "fluency" in self.metrics:
                 self._eval_fluency(model, res)
-        finally:
-            model.train(was_training)
         out = res.summary()
         out["settings"] = {
             "targets": [t.key for t in self.targets],
@@ -595,13 +506,6 @@ class RWKUEvaluator:
         )
         for (t, _), text in zip(flat, outputs):
             res.add("utility_fluency", t.key, M.ngram_entropy(text))
-
-
-def _device(model) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except (StopIteration, AttributeError):
-        return torch.device("cpu")
 
 
 class _Results:
