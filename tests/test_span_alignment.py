@@ -5,8 +5,8 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from atwu_plugin.data.labels import KIND_IGNORE, KIND_NONE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
 from atwu_plugin.evals.span_alignment import span_alignment
+from atwu_plugin.tokens import KIND_IGNORE, KIND_NONE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
 
 S, T, H, I, N = KIND_SPECIFIC, KIND_TEMPLATE, KIND_SHARED, KIND_IGNORE, KIND_NONE
 

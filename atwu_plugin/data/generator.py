@@ -28,7 +28,7 @@ from pathlib import Path
 from random import Random
 from typing import Dict, List, Optional, Sequence, Union
 
-from atwu_plugin.data.labels import KIND_IGNORE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE, KIND_NAMES
+from atwu_plugin.tokens import KIND_IGNORE, KIND_NAMES, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
 
 GENERATOR_VERSION = "2"  # bump whenever the generated text changes: it keys the model cache
 FORGET_PERCENTS = (1, 5, 10)

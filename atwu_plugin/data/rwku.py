@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from atwu_plugin.tokens import IGNORE_INDEX
+
 # ----------------------------------------------------------------------------------------------
 # File kinds
 # ----------------------------------------------------------------------------------------------
@@ -603,8 +605,6 @@ def probe_prompt(probe: Probe, style: str = "rwku") -> Tuple[str, str]:
 # ----------------------------------------------------------------------------------------------
 # Torch datasets (torch imported lazily so that the loaders stay light)
 # ----------------------------------------------------------------------------------------------
-
-IGNORE_INDEX = -100
 
 
 class RWKUProbeDataset:

@@ -42,7 +42,8 @@ import torch
 
 from atwu_plugin.evals import tofu_metrics as tm
 from atwu_plugin.evals.token_metrics import KLAccumulator, TokenKindProbAccumulator
-from atwu_plugin.losses.tokens import IGNORE_INDEX, token_logprobs
+from atwu_plugin.losses.tokens import token_logprobs
+from atwu_plugin.tokens import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ weight (ties broken by position). When either class is empty the three metrics a
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from atwu_plugin.data.labels import KIND_SPECIFIC
+from atwu_plugin.tokens import KIND_SPECIFIC
 
 
 def _flat(x) -> np.ndarray:

@@ -36,6 +36,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from atwu_plugin.leaderboard.colors import method_colors
 from atwu_plugin.leaderboard.spec import KNOWN_METRICS, MetricSpec
+from atwu_plugin.tokens import KIND_IGNORE, KIND_LABELS, KIND_NONE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
 from atwu_plugin.utils.atomic import atomic_write_bytes, atomic_write_text
 from atwu_plugin.utils.jsonfile import read_json
 
@@ -500,11 +501,6 @@ def _overlap(a, b) -> float:
 
 
 # ----------------------------------------------------------------------------- token heatmap
-
-KIND_NONE, KIND_IGNORE, KIND_TEMPLATE, KIND_SPECIFIC, KIND_SHARED = -100, -1, 0, 1, 2
-# same values as atwu_plugin.data.labels (not imported: that module needs torch)
-KIND_LABELS = {KIND_NONE: "not scored", KIND_IGNORE: "ignored (no label)", KIND_TEMPLATE: "template",
-               KIND_SPECIFIC: "forget-specific", KIND_SHARED: "shared with retain"}
 
 # white -> dark red (ColorBrewer "Reds", with pure white at 0)
 _STOPS = ["#ffffff", "#fee0d2", "#fcbba1", "#fc9272", "#fb6a4a", "#ef3b2c", "#cb181d", "#a50f15"]
