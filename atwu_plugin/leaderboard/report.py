@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+from atwu_plugin.evals.auroc import auroc
 from atwu_plugin.leaderboard.colors import method_colors
 from atwu_plugin.leaderboard.spec import KNOWN_METRICS, MetricSpec
 from atwu_plugin.tokens import KIND_IGNORE, KIND_LABELS, KIND_NONE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
@@ -580,24 +581,6 @@ def latest_per_sample(records: Sequence[Mapping]) -> List[Mapping]:
     return list(best.values())
 
 
-def _auroc(scores: Sequence[float], positive: Sequence[bool]) -> Optional[float]:
-    """P(score of a positive > score of a negative), ties count 1/2 (Mann-Whitney U)."""
-    pairs = sorted(zip(scores, positive), key=lambda p: p[0])
-    n_pos = sum(1 for _, y in pairs if y)
-    n_neg = len(pairs) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return None
-    rank_sum, i = 0.0, 0
-    while i < len(pairs):
-        j = i
-        while j < len(pairs) and pairs[j][0] == pairs[i][0]:
-            j += 1
-        avg_rank = (i + 1 + j) / 2.0  # 1-based average rank of the tie group
-        rank_sum += avg_rank * sum(1 for k in range(i, j) if pairs[k][1])
-        i = j
-    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
-
-
 def _display_token(tok: str) -> str:
     # byte-level BPE pieces (convert_ids_to_tokens) mark spaces/newlines with Ġ/Ċ
     return tok.replace("Ġ", " ").replace("Ċ", "\n")
@@ -649,7 +632,7 @@ def render_heatmap(records: Sequence[Mapping], method: str, benchmark: str = "",
             if k in (KIND_TEMPLATE, KIND_SPECIFIC, KIND_SHARED):
                 scores.append(w)
                 labels.append(k == KIND_SPECIFIC)
-    auroc = _auroc(scores, labels)
+    auroc_value = auroc(scores, labels)
 
     title = f"Token weights — {method}" + (f" on {benchmark}" if benchmark else "")
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -660,7 +643,7 @@ def render_heatmap(records: Sequence[Mapping], method: str, benchmark: str = "",
              f'<div class="meta">{len(shown)} of {len(records)} sample(s) shown · color scale 0 → '
              f"{esc(f'{vmax:.3g}')} (weights above are clipped) · AUROC of weights for "
              f"forget-specific vs other labelled tokens: "
-             f"<b>{esc('n/a' if auroc is None else f'{auroc:.3f}')}</b></div>"]
+             f"<b>{esc('n/a' if auroc_value is None else f'{auroc_value:.3f}')}</b></div>"]
     parts.append(
         '<div class="legend"><div><div class="bar"></div><div class="ticks"><span>0</span>'
         f"<span>{esc(f'{vmax / 2:.3g}')}</span><span>{esc(f'{vmax:.3g}')}</span></div></div>"
