@@ -36,8 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from atwu_plugin.tokens import IGNORE_INDEX
-
 # ----------------------------------------------------------------------------------------------
 # File kinds
 # ----------------------------------------------------------------------------------------------
@@ -687,19 +685,10 @@ class RWKUTextDataset:
         return sum(len(c) - 1 for _, c in self.windows)
 
     def __getitem__(self, i: int) -> Dict[str, Any]:
-        import torch
+        from atwu_plugin.data.lm_items import lm_item  # imports torch
 
         ti, chunk = self.windows[i]
-        input_ids = torch.tensor(chunk, dtype=torch.long)
-        labels = input_ids.clone()
-        labels[0] = IGNORE_INDEX
-        return {
-            "input_ids": input_ids,
-            "labels": labels,
-            "attention_mask": torch.ones_like(input_ids),
-            "index": i,
-            "text_index": ti,
-        }
+        return {**lm_item(chunk), "index": i, "text_index": ti}
 
 
 __all__ = [
