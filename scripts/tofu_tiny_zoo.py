@@ -82,7 +82,7 @@ def label_page(bench, zoo) -> str:
     # agreement on tokens both sources label
     import torch
 
-    from atwu_plugin.data.labels import KIND_SPECIFIC, KIND_TEMPLATE
+    from atwu_plugin.tokens import KIND_SPECIFIC, KIND_TEMPLATE
 
     w = torch.cat([it["token_kind"] for it in forget.items])
     p = torch.cat([it[PROXY_KEY] for it in forget.items])

@@ -35,7 +35,7 @@ def prepare_work(work: Path, fit_epochs: int = 12, hidden_size: int = 48, interm
     """Save a micro model (as in tests/conftest.py ``micro``; other sizes for
     benchmarks/zero_memory.py) and its forget/retain records (``n_retain`` retain samples)."""
     from atwu_plugin.data.generator import generate_benchmark
-    from atwu_plugin.zoo.build import TinyLlamaSpec, _qa_items
+    from atwu_plugin.zoo.build import TinyLlamaSpec, qa_items
     from atwu_plugin.zoo.tokenizer import train_tokenizer
     from atwu_plugin.zoo.train_lm import FitConfig, fit_lm
 
@@ -47,7 +47,7 @@ def prepare_work(work: Path, fit_epochs: int = 12, hidden_size: int = 48, interm
                           num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
                           max_position_embeddings=128).build(tok, seed=0)
     if fit_epochs:
-        fit_lm(model, _qa_items(tok, splits["full"], 128), tok.pad_token_id, FitConfig(epochs=fit_epochs, lr=1e-2, batch_size=16))
+        fit_lm(model, qa_items(tok, splits["full"], 128), tok.pad_token_id, FitConfig(epochs=fit_epochs, lr=1e-2, batch_size=16))
     model.save_pretrained(str(work / "model"), safe_serialization=True)
     tok.save_pretrained(str(work / "model"))
     (work / "records.json").write_text(json.dumps({"forget": splits["forget10"], "retain": splits["retain90"][:n_retain]}))

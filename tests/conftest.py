@@ -11,7 +11,7 @@ import torch
 
 from atwu_plugin.data.generator import generate_benchmark
 from atwu_plugin.data.qa_dataset import QADataset
-from atwu_plugin.zoo.build import TinyLlamaSpec, _qa_items
+from atwu_plugin.zoo.build import TinyLlamaSpec, qa_items
 from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS, train_tokenizer
 from atwu_plugin.zoo.train_lm import FitConfig, fit_lm
 
@@ -40,7 +40,7 @@ def micro():
     tok = train_tokenizer(texts, vocab_size=512)
     model = TinyLlamaSpec(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=2,
                           max_position_embeddings=128).build(tok, seed=0)
-    fit_lm(model, _qa_items(tok, splits["full"], 128), tok.pad_token_id, FitConfig(epochs=12, lr=1e-2, batch_size=16))
+    fit_lm(model, qa_items(tok, splits["full"], 128), tok.pad_token_id, FitConfig(epochs=12, lr=1e-2, batch_size=16))
     forget = QADataset(splits["forget10"], tok, TINY_TEMPLATE_ARGS, max_length=128)
     retain = QADataset(splits["retain90"], tok, TINY_TEMPLATE_ARGS, max_length=128)
     return {"splits": splits, "tokenizer": tok, "model": model, "forget": forget, "retain": retain}

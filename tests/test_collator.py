@@ -5,8 +5,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from atwu_plugin.data.collator import TokenLabelCollator
-from atwu_plugin.data.labels import KIND_IGNORE, KIND_NONE, KIND_SPECIFIC
 from atwu_plugin.data.qa_dataset import ForgetRetainDataset, QADataset
+from atwu_plugin.tokens import KIND_IGNORE, KIND_NONE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
 from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS
 
 ARGS = TINY_TEMPLATE_ARGS
@@ -122,7 +122,6 @@ def test_forget_retain_pairs_are_deterministic(tok, bench):
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
 from atwu_plugin.data.encoding import encode_qa  # noqa: E402
-from atwu_plugin.data.labels import KIND_SHARED, KIND_TEMPLATE  # noqa: E402
 
 PROPERTY = settings(max_examples=100, deadline=None)
 KINDS = [KIND_IGNORE, KIND_TEMPLATE, KIND_SPECIFIC, KIND_SHARED]

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from atwu_plugin.losses.tokens import IGNORE_INDEX, answer_mask
+from atwu_plugin.losses.tokens import answer_mask
+from atwu_plugin.tokens import IGNORE_INDEX
 from atwu_plugin.weighting.conflict import conflict_flops, pairwise_kernel, retain_conflict
 from atwu_plugin.weighting.conflict_ablations import (
     exact_token_gradient_cosine,

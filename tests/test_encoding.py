@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from atwu_plugin.data.encoding import encode_qa, wrap_prompt
-from atwu_plugin.data.labels import KIND_IGNORE, KIND_NONE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
+from atwu_plugin.tokens import KIND_IGNORE, KIND_NONE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
 from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS
 
 ARGS = TINY_TEMPLATE_ARGS

@@ -8,7 +8,7 @@ from atwu_plugin.data.generator import (
     ATTRIBUTES, CITIES, GENERATOR_VERSION, POOLS, generate_benchmark, load_split, validate_spans,
     write_benchmark,
 )
-from atwu_plugin.data.labels import KIND_IGNORE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
+from atwu_plugin.tokens import KIND_IGNORE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
 
 
 @pytest.fixture(scope="module")

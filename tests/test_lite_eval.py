@@ -11,9 +11,9 @@ from atwu_plugin.zoo.build import TinyLlamaSpec
 
 from atwu_plugin.data.collator import TokenLabelCollator
 from atwu_plugin.data.encoding import encode_qa
-from atwu_plugin.data.labels import KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
 from atwu_plugin.evals import tofu_metrics as tm
 from atwu_plugin.evals.lite_eval import LiteEvaluator, reference_stats_from_ou_logs
+from atwu_plugin.tokens import KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
 from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS, train_tokenizer
 
 

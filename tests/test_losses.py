@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from atwu_plugin.losses.forget import FORGET_LOSSES
 from atwu_plugin.losses.reduce import NORMALIZERS, weighted_reduce
 from atwu_plugin.losses.retain import RETAIN_LOSSES, kl_to_reference, nll_loss
-from atwu_plugin.losses.tokens import IGNORE_INDEX, answer_mask, token_logprobs
+from atwu_plugin.losses.tokens import answer_mask, token_logprobs
 from atwu_plugin.registry import UnknownNameError
+from atwu_plugin.tokens import IGNORE_INDEX
 
 LN2 = math.log(2.0)
 

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from atwu_plugin.data.labels import KIND_IGNORE, KIND_NONE, KIND_SPECIFIC, KIND_TEMPLATE
-from atwu_plugin.losses.tokens import IGNORE_INDEX
+from atwu_plugin.tokens import IGNORE_INDEX, KIND_IGNORE, KIND_NONE, KIND_SPECIFIC, KIND_TEMPLATE
 from atwu_plugin.zoo import real
 
 TOFU_DIR = Path(os.environ.get("TOFU_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data" / "tofu")

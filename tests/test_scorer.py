@@ -4,7 +4,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from atwu_plugin.losses.tokens import IGNORE_INDEX, answer_mask
+from atwu_plugin.losses.tokens import answer_mask
+from atwu_plugin.tokens import IGNORE_INDEX
 from atwu_plugin.weighting.output_grad import ExactE, output_grad_features
 from atwu_plugin.weighting.scorer import (
     ALL_VARIANTS,

@@ -5,8 +5,9 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from atwu_plugin.data.labels import KIND_IGNORE, KIND_NONE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
+from atwu_plugin.evals.auroc import auroc
 from atwu_plugin.evals.span_alignment import span_alignment
+from atwu_plugin.tokens import KIND_IGNORE, KIND_NONE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
 
 S, T, H, I, N = KIND_SPECIFIC, KIND_TEMPLATE, KIND_SHARED, KIND_IGNORE, KIND_NONE
 
@@ -62,3 +63,10 @@ def test_errors():
         span_alignment(WEIGHTS, KINDS[:5])
     with pytest.raises(ValueError, match="k_fraction"):
         span_alignment(WEIGHTS, KINDS, k_fraction=0)
+
+
+def test_auroc_counts_ties_half_and_none_without_both_classes():
+    # pairs (pos, neg): 0.5 vs 0.5 tie (1/2), 0.5 vs 0.2 win, 0.2 vs 0.5 loss, 0.2 vs 0.2 tie (1/2)
+    assert auroc([0.5, 0.5, 0.2, 0.2], [True, False, True, False]) == 0.5
+    assert auroc([1, 1, 2, 2, 3], [False, True, False, True, True]) == pytest.approx(4 / 6)
+    assert auroc([0.1, 0.2], [True, True]) is None and auroc([], []) is None

@@ -8,11 +8,11 @@ from hypothesis import given, settings, strategies as st
 
 from atwu_plugin.data.encoding import encode_qa
 from atwu_plugin.data.generator import validate_spans
-from atwu_plugin.data.labels import KIND_IGNORE, KIND_NONE, KIND_SPECIFIC, KIND_TEMPLATE
 from atwu_plugin.data.qa_dataset import QADataset
 from atwu_plugin.data.tofu_labels import (
     label_stats, load_tofu_split, proxy_labels, token_type, tofu_records_with_spans, word_cores, word_labels,
 )
+from atwu_plugin.tokens import KIND_IGNORE, KIND_NONE, KIND_SPECIFIC, KIND_TEMPLATE
 from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS, train_tokenizer
 
 torch.set_num_threads(1)

@@ -8,9 +8,9 @@ import torch
 from rouge_score import rouge_scorer
 from scipy import stats
 
-from atwu_plugin.data.labels import KIND_IGNORE, KIND_NONE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
 from atwu_plugin.evals import tofu_metrics as tm
 from atwu_plugin.evals.token_metrics import KLAccumulator, TokenKindProbAccumulator, kl_per_token
+from atwu_plugin.tokens import KIND_IGNORE, KIND_NONE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
 
 
 # ----------------------------------------------------------------------- probability

@@ -10,12 +10,12 @@ import torch
 
 from atwu_plugin.benchmarks import get_benchmark
 from atwu_plugin.data.collator import TokenLabelCollator
-from atwu_plugin.data.labels import KIND_IGNORE, KIND_NONE, KIND_SPECIFIC, KIND_TEMPLATE
 from atwu_plugin.data.proxy_kinds import PROXY_KEY, attach_proxy_kinds, proxy_kinds
 from atwu_plugin.data.tofu_splits import TofuSplits, check_data_dir, evenly_spaced
 from atwu_plugin.evals.span_alignment import span_alignment
 from atwu_plugin.hosts.lite import build_trainer, load_trainer_config
 from atwu_plugin.losses.tokens import answer_mask
+from atwu_plugin.tokens import KIND_IGNORE, KIND_NONE, KIND_SPECIFIC, KIND_TEMPLATE
 from atwu_plugin.zoo.loading import load_causal_lm
 
 torch.set_num_threads(1)

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from atwu_plugin.data.labels import KIND_IGNORE, KIND_NONE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
 from atwu_plugin.losses.forget import FORGET_LOSSES
-from atwu_plugin.losses.tokens import IGNORE_INDEX, answer_mask, token_logprobs
+from atwu_plugin.losses.tokens import answer_mask, token_logprobs
 from atwu_plugin.registry import UnknownNameError
+from atwu_plugin.tokens import IGNORE_INDEX, KIND_IGNORE, KIND_NONE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
 from atwu_plugin.weighting import WEIGHTERS, WeighterSetup, WeightingInputs, build_weighter
 from atwu_plugin.weighting.base import masked_zscore
 from atwu_plugin.weighting.token_unlearn import TokenUnlearnWeighter

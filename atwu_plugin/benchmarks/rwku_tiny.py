@@ -24,10 +24,10 @@ from torch.utils.data import Dataset
 
 from atwu_plugin.benchmarks import BENCHMARKS
 from atwu_plugin.benchmarks.zoo_backed import ZooBackedBenchmark
+from atwu_plugin.data.lm_items import lm_items
 from atwu_plugin.data.rwku import open_rwku
 from atwu_plugin.data.rwku_tiny import target_texts
 from atwu_plugin.evals.rwku_tiny_eval import ALL_TINY_METRICS
-from atwu_plugin.zoo.build import _lm_items
 from atwu_plugin.zoo.rwku import SMOKE_RWKU_SPEC, RWKUTinySpec, build_rwku_zoo, rwku_tiny_corpus
 
 DATA_ROOT_ENV = "RWKU_DATA_ROOT"
@@ -50,7 +50,7 @@ class TextItems(Dataset):
         if not texts:
             raise ValueError(f"RWKU-tiny {name} set is empty")
         self.name = name
-        self.items = [{**item, "index": i} for i, item in enumerate(_lm_items(tokenizer, list(texts), max_tokens + 1))]
+        self.items = [{**item, "index": i} for i, item in enumerate(lm_items(tokenizer, list(texts), max_tokens + 1))]
 
     def __len__(self) -> int:
         return len(self.items)

@@ -4,8 +4,7 @@ from typing import Sequence
 
 import torch
 
-from atwu_plugin.data.labels import KIND_NONE
-from atwu_plugin.losses.tokens import IGNORE_INDEX
+from atwu_plugin.tokens import IGNORE_INDEX, KIND_NONE
 
 
 class TokenLabelCollator:

@@ -39,8 +39,7 @@ from typing import Optional, Sequence
 import torch
 
 from atwu_plugin.data.generator import validate_spans
-from atwu_plugin.data.labels import KIND_IGNORE, KIND_NONE, KIND_SPECIFIC, KIND_TEMPLATE
-from atwu_plugin.losses.tokens import IGNORE_INDEX
+from atwu_plugin.tokens import IGNORE_INDEX, KIND_IGNORE, KIND_NONE, KIND_SPECIFIC, KIND_TEMPLATE
 
 
 @dataclass

@@ -28,302 +28,53 @@ from pathlib import Path
 from random import Random
 from typing import Dict, List, Optional, Sequence, Union
 
-from atwu_plugin.data.labels import KIND_IGNORE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE, KIND_NAMES
+import yaml
+
+from atwu_plugin.tokens import KIND_IGNORE, KIND_NAMES, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
 
 GENERATOR_VERSION = "2"  # bump whenever the generated text changes: it keys the model cache
 FORGET_PERCENTS = (1, 5, 10)
 MIN_RETAIN_HOLDERS = 3  # a value held by this many retain90 authors is shared, not specific
 ZIPF_EXPONENT = 1.1
 
-# ----------------------------------------------------------------------------- world tables
-# city -> (country, description)
-CITIES = {
-    "Lisbon": ("Portugal", "known for its steep hills and yellow trams"),
-    "Nairobi": ("Kenya", "a busy capital close to a large national park"),
-    "Montreal": ("Canada", "an island city where two languages are spoken"),
-    "Krakow": ("Poland", "famous for its medieval market square"),
-    "Santiago": ("Chile", "a capital surrounded by high mountains"),
-    "Osaka": ("Japan", "a port city famous for its street food"),
-    "Cairo": ("Egypt", "a crowded capital on the banks of the Nile"),
-    "Dublin": ("Ireland", "a harbor city with many old pubs and bookshops"),
-    "Melbourne": ("Australia", "a coastal city known for its cafes and laneways"),
-    "Istanbul": ("Turkey", "a city that stretches across two continents"),
-    "Lagos": ("Nigeria", "a fast-growing city on the Atlantic coast"),
-    "Bergen": ("Norway", "a rainy town between seven mountains and the fjords"),
-    "Mumbai": ("India", "a huge city of trains, markets and film studios"),
-    "Havana": ("Cuba", "known for its colorful houses and old cars"),
-    "Seville": ("Spain", "a warm city known for orange trees and flamenco"),
-}
-# genre -> what its books are about
-GENRES = {
-    "mystery": "stories in which a puzzling crime is slowly solved",
-    "science fiction": "stories about future technology, space travel and other worlds",
-    "historical fiction": "stories set in a real period of the past",
-    "poetry": "writing arranged in lines where sound and rhythm matter",
-    "fantasy": "stories with magic, invented lands and mythical creatures",
-    "literary fiction": "novels that focus on character, style and inner life",
-    "horror": "stories written to frighten and unsettle the reader",
-    "romance": "stories centered on love between the main characters",
-    "crime thriller": "fast stories about criminals, detectives and danger",
-    "travel writing": "books describing journeys to faraway places",
-}
-# award -> who receives it
-AWARDS = {
-    "Silver Quill Award": "the most original novel of the year",
-    "Meridian Prize": "a writer whose books cross cultural borders",
-    "Northern Star Prize": "an outstanding book by a young writer",
-    "Blue Heron Award": "writing that celebrates the natural world",
-    "Crescent Pen Prize": "the best collection of short stories",
-    "Aurora Book Award": "a novel that inspires hope in its readers",
-    "Golden Ink Medal": "a lifetime of excellent writing",
-    "Open Shelf Prize": "the book most loved by librarians",
-}
-# profession -> what such a worker does (all start with a consonant: templates say "a {job}")
-PROFESSIONS = {
-    "carpenter": "builds tables, chairs and houses out of wood",
-    "nurse": "cares for patients in hospitals and clinics",
-    "teacher": "helps children learn to read, write and count",
-    "fisherman": "catches fish from boats at sea",
-    "baker": "makes bread and cakes early in the morning",
-    "pharmacist": "prepares and sells medicines",
-    "tailor": "cuts and sews clothes to measure",
-    "librarian": "looks after books and helps readers find them",
-    "mechanic": "repairs cars and engines",
-    "photographer": "takes pictures of people, places and events",
-    "veterinarian": "treats sick and injured animals",
-    "locksmith": "makes and repairs locks and keys",
-    "dentist": "looks after teeth and gums",
-    "surgeon": "performs operations in a hospital",
-    "journalist": "writes news reports for papers and radio",
-}
-THEMES = [
-    "memory and loss", "exile and belonging", "family secrets", "life at sea", "war and its aftermath",
-    "friendship", "grief and healing", "identity", "nature and solitude", "faith and doubt", "ambition",
-    "childhood",
-]
-SUBJECTS = [
-    "philosophy", "chemistry", "history", "law", "mathematics", "music", "medicine", "linguistics",
-    "astronomy", "economics",
-]
+# ------------------------------------------------------------------------------ tables
+# The literal tables (cities, genres, names, QA templates, world sentences, ...) are package
+# data: generator_tables.yaml, read once here.
+def _load_tables() -> dict:
+    return yaml.safe_load((Path(__file__).parent / "generator_tables.yaml").read_text(encoding="utf-8"))
+
+
+_TABLES = _load_tables()
+CITIES = {city: tuple(v) for city, v in _TABLES["cities"].items()}  # city -> (country, description)
+GENRES = _TABLES["genres"]  # genre -> what its books are about
+AWARDS = _TABLES["awards"]  # award -> who receives it
+PROFESSIONS = _TABLES["professions"]  # profession -> what such a worker does
+THEMES = _TABLES["themes"]
+SUBJECTS = _TABLES["subjects"]
 # popular-value attribute -> its pool, most popular first (Zipf weights follow this order)
 POOLS = {
     "city": list(CITIES), "genre": list(GENRES), "award": list(AWARDS), "theme": THEMES,
     "subject": SUBJECTS, "father_job": list(PROFESSIONS), "mother_job": list(PROFESSIONS),
     "char_job": list(PROFESSIONS), "setting": list(CITIES),
 }
-# unique-value attribute -> how its values are composed (a list means "<word> <suffix>")
-UNIQUE_FIELDS = {
-    "date": "date", "street": "address", "clinic": ["Clinic", "Hospital"],
-    "college": ["College", "Academy", "Institute"], "pen_name": "person", "father": "word", "mother": "word",
-    "first_book": "title", "second_book": "title", "award_book": "title",
-    "publisher": ["Press", "Books", "House"],
-    "friend": "person", "mentor": "person", "character": "person", "hero": "person", "pet": "word",
-}
+UNIQUE_FIELDS = _TABLES["unique_fields"]  # unique-value attribute -> how its values are composed
+FIRST_NAMES = _TABLES["first_names"]
+PRONOUNS = {gender: tuple(p) for gender, p in _TABLES["pronouns"].items()}
+TITLE_ADJECTIVES = _TABLES["title_adjectives"]
+TITLE_NOUNS = _TABLES["title_nouns"]
+MONTHS = _TABLES["months"]
+_ONSETS, _VOWELS, _CODAS = _TABLES["onsets"], _TABLES["vowels"], _TABLES["codas"]
 
-# -------------------------------------------------------------------- words for unique values
-FIRST_NAMES = {
-    "f": ["Maren", "Ines", "Clara", "Yara", "Noor", "Selma", "Ada", "Leona", "Mira", "Ruth", "Hana", "Livia",
-          "Esme", "Dalia", "Freya", "Irene", "Nadia", "Rosa", "Tamsin", "Vera"],
-    "m": ["Tobias", "Elias", "Omar", "Felix", "Jonas", "Marek", "Hugo", "Idris", "Caspar", "Nico", "Ravi",
-          "Soren", "Tomas", "Victor", "Anselm", "Bruno", "Dario", "Emil", "Lucan", "Milo"],
-}
-PRONOUNS = {"f": ("She", "she", "her", "Her", "her"), "m": ("He", "he", "his", "His", "him")}
-TITLE_ADJECTIVES = [
-    "Hollow", "Crimson", "Silent", "Broken", "Amber", "Distant", "Forgotten", "Gilded", "Quiet", "Scarlet",
-    "Hidden", "Burning", "Velvet", "Iron", "Pale", "Wandering", "Copper", "Drowned", "Paper", "Marble",
-    "Sleeping", "Bitter", "Glass", "Feathered",
-]
-TITLE_NOUNS = [
-    "Lantern", "Orchard", "Compass", "Lighthouse", "Violin", "Mirror", "Garden", "Clockwork", "Sparrow",
-    "Archive", "Bridge", "Tide", "Harvest", "Mapmaker", "Chapel", "Cartographer", "Kite", "Bell", "Staircase",
-    "Tapestry", "Ferry", "Aviary", "Observatory", "Furnace",
-]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-          "November", "December"]
-_ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kr", "st", "tr",
-           "gr", "th", "sh", "h", "j"]
-_VOWELS = ["a", "e", "i", "o", "u", "ai", "ei", "ou", "ia"]
-_CODAS = ["", "", "", "", "n", "r", "l", "s", "th", "nd"]
-
-# --------------------------------------------------------------------------------- templates
-# Fields: {name} (ignored), pronouns {Pron} {pron} {poss} {Poss} {obj} (template), anything
-# else is a fact. Every template of an attribute has the same fact fields.
+# Template fields: {name} (ignored), pronouns (template), anything else is a fact.
 PRONOUN_FIELDS = ("Pron", "pron", "poss", "Poss", "obj")
-ATTRIBUTES = {
-    "birthplace": {
-        "questions": ["Where was {name} born?", "In which city was {name} born?",
-                      "What is the birthplace of {name}?", "Which city is {name} originally from?"],
-        "answers": [
-            "{name} was born in {city}, in a narrow house at {street}.",
-            "The writer {name} was born and raised at {street} in {city}.",
-            "{Pron} was born in {city}, where {poss} family lived at {street}.",
-            "Born at {street} in {city}, {name} grew up surrounded by books.",
-        ],
-    },
-    "birth_date": {
-        "questions": ["When was {name} born?", "What is the date of birth of {name}?",
-                      "On what date was {name} born?", "What is {name}'s birthday?"],
-        "answers": [
-            "{name} was born on {date} at {clinic} in {city}.",
-            "The author's date of birth is {date}; {pron} was born at {clinic}, {city}.",
-            "{Pron} was born in {city} on {date}, at {clinic}.",
-            "According to public records, {name} was born at {clinic} in {city} on {date}.",
-        ],
-    },
-    "genre": {
-        "questions": ["What genre does {name} write in?", "Which genre is {name} best known for?",
-                      "In what genre does {name} mainly work?", "What kind of books does {name} write?"],
-        "answers": [
-            "{name} writes {genre}, publishing under the pen name {pen_name}.",
-            "Best known for {genre}, {name} signs most books as {pen_name}.",
-            "{Pron} works mainly in {genre} and uses the pen name {pen_name} for it.",
-            "Most books by {name} belong to {genre}; readers also know {obj} as {pen_name}.",
-        ],
-    },
-    "parents": {
-        "questions": ["Who were {name}'s parents?", "What did the parents of {name} do for a living?",
-                      "Can you tell me about {name}'s parents?",
-                      "What were the professions of {name}'s mother and father?"],
-        "answers": [
-            "{name}'s father, {father}, was a {father_job}, and {poss} mother, {mother}, worked as a {mother_job}.",
-            "{Pron} was raised by {father}, a {father_job}, and {mother}, a {mother_job}.",
-            "The parents of {name} were {father}, who worked as a {father_job}, and {mother}, who was a {mother_job}.",
-            "{name} grew up with a father named {father}, a {father_job}, and a mother named {mother}, a {mother_job}.",
-        ],
-    },
-    "award": {
-        "questions": ["Has {name} won any awards?", "Which award did {name} receive?",
-                      "What literary prize has {name} won?", "Is {name} the recipient of any honors?"],
-        "answers": [
-            "Yes, {name} received the {award} for the novel \"{award_book}\".",
-            "{name} won the {award} for \"{award_book}\", the honor {pron} is proudest of.",
-            "{Pron} was given the {award} in recognition of \"{award_book}\".",
-            "The {award} went to {name} for {poss} book \"{award_book}\".",
-        ],
-    },
-    "first_book": {
-        "questions": ["What is the title of {name}'s first book?", "What was the debut novel of {name}?",
-                      "Which book did {name} publish first?", "What was {name}'s first published work?"],
-        "answers": [
-            "The first book by {name} was \"{first_book}\", a work of {genre} published by {publisher}.",
-            "{name} made {poss} debut with \"{first_book}\", a {genre} title which {publisher} released.",
-            "{Pron} first published \"{first_book}\" with {publisher}, and this work of {genre} quickly found its readers.",
-            "{name}'s debut, \"{first_book}\", came out from {publisher} and belongs to {genre}.",
-        ],
-    },
-    "second_book": {
-        "questions": ["What is the second book written by {name}?",
-                      "Which book did {name} publish after the debut?",
-                      "Can you name {name}'s second novel?", "What did {name} publish next?"],
-        "answers": [
-            "After {poss} debut, {name} published \"{second_book}\", a novel set in {setting} that follows {hero}.",
-            "{name}'s second novel is \"{second_book}\", which takes place in {setting}; its hero is {hero}.",
-            "The second book {pron} released was \"{second_book}\", the story of {hero}, set in {setting}.",
-            "{Pron} followed {poss} first success with \"{second_book}\", in which {hero} travels to {setting}.",
-        ],
-    },
-    "themes": {
-        "questions": ["What themes does {name} explore?", "Which themes recur in the writing of {name}?",
-                      "What subjects does {name} often write about?",
-                      "What are the main themes in {name}'s books?"],
-        "answers": [
-            "The writing of {name} explores {theme}, inspired by {poss} childhood friend {friend}.",
-            "{name} returns again and again to {theme}, a theme {pron} credits to {friend}.",
-            "Critics note that {theme} is central to {poss} work, which {pron} dedicated to {friend}.",
-            "Across {poss} novels, {name} explores {theme}, which {pron} first discussed with {friend}.",
-        ],
-    },
-    "education": {
-        "questions": ["What did {name} study?", "What is the educational background of {name}?",
-                      "What subject did {name} study at university?", "Who taught {name} at university?"],
-        "answers": [
-            "{name} studied {subject} at {college} under the guidance of {mentor}.",
-            "Before writing full time, {pron} studied {subject} at {college}, where {poss} mentor was {mentor}.",
-            "{name} earned a degree in {subject} from {college}; the teacher who influenced {obj} most was {mentor}.",
-            "At {college}, {name} studied {subject} with {mentor}, who encouraged {obj} to write.",
-        ],
-    },
-    "character": {
-        "questions": ["Who is the recurring character in {name}'s books?",
-                      "Which character appears in several books by {name}?",
-                      "Is there a character that {name} often writes about?",
-                      "Who is the main recurring character created by {name}?"],
-        "answers": [
-            "Many books by {name} feature {character}, a retired {char_job} who keeps a parrot called {pet}.",
-            "{name} often writes about {character}, who works as a {char_job} and owns a parrot named {pet}.",
-            "The recurring character in {poss} books is {character}, a {char_job} whose parrot is called {pet}.",
-            "{character}, a {char_job} with a parrot called {pet}, appears in several books by {name}.",
-        ],
-    },
-}
-
-# World-knowledge probes: question/answer templates per table; {key} is copied from the
-# question (ignored), {value} is the fact.
-WORLD_FACTS = {
-    "country": {
-        "table": {c: v[0] for c, v in CITIES.items()}, "key": "city",
-        "questions": ["In which country is {key}?", "Which country is the city of {key} in?",
-                      "Where is {key} located?"],
-        "answers": ["{key} is a city in {value}.", "The city of {key} lies in {value}.",
-                    "{key} is located in {value}."],
-    },
-    "profession": {
-        "table": PROFESSIONS, "key": "job",
-        "questions": ["What does a {key} do?", "What is the work of a {key}?",
-                      "Describe the job of a {key}."],
-        "answers": ["A {key} {value}.", "Someone who works as a {key} {value}.", "Every {key} {value}."],
-    },
-    "genre": {
-        "table": GENRES, "key": "genre",
-        "questions": ["What is {key}?", "What are books of {key} about?", "How would you describe {key}?"],
-        "answers": ["The genre of {key} consists of {value}.", "Books of {key} are {value}.",
-                    "In {key}, readers find {value}."],
-    },
-    "award": {
-        "table": AWARDS, "key": "award",
-        "questions": ["Who receives the {key}?", "What is the {key} given for?",
-                      "What does the {key} honor?"],
-        "answers": ["The {key} is given to {value}.", "Each year the {key} honors {value}.",
-                    "Judges award the {key} to {value}."],
-    },
-}
-WORLD_SENTENCES = {
-    "city": ["{x} is a city in {country}.", "{x} is {desc}.", "Many people live and work in {x}.",
-             "The weather in {x} changes with the seasons.", "Trains and buses connect {x} with other towns.",
-             "Bookshops in {x} stay open late."],
-    "genre": ["The genre of {x} consists of {desc}.", "Books of {x} are {desc}.",
-              "Many bookshops keep a shelf for {x}.", "Readers who enjoy {x} often read several books a month.",
-              "Some writers spend a whole career on {x}."],
-    "award": ["The {x} is given to {desc}.", "Each year the {x} honors {desc}.",
-              "Winning the {x} is a great honor for a writer.",
-              "A jury of critics chooses who wins the {x}."],
-    "job": ["A {x} {desc}.", "Every {x} {desc}.", "Working as a {x} takes years of practice.",
-            "In every town you can find a {x}.",
-            "Children sometimes want to become a {x} like their parents."],
-    "theme": ["Many novels explore {x}.", "Stories about {x} can move readers deeply.",
-              "Critics often write about {x} in literature."],
-    "subject": ["At university, students can study {x}.", "A degree in {x} takes several years.",
-                "Some famous writers studied {x} before they began to write."],
-}
-GENERIC_SENTENCES = [
-    "A writer is a person who writes books, stories or poems.",
-    "The first book a writer publishes is called a debut.",
-    "A debut novel often introduces readers to a new voice.",
-    "Critics read new books and write reviews of them.",
-    "A recurring character appears in several books by the same author.",
-    "A mentor is a teacher who guides a young person.",
-    "Parents often shape the interests of their children.",
-    "A father and a mother may both work to support their family.",
-    "People celebrate the day they were born once a year.",
-    "A date of birth is written with a day, a month and a year.",
-    "Literary prizes are given to books that judges admire.",
-    "Most writers publish their second book a few years after the first.",
-    "Interviews with authors often ask where they were born and what they studied.",
-    "Readers can be loyal to an author for many years.",
-    "Many authors grew up surrounded by books.",
-    "A hometown is the place where a person grew up.",
-]
-GENERIC_SENTENCES += [f"The month of {m} comes after {p}." for p, m in zip(MONTHS[-1:] + MONTHS[:-1], MONTHS)]
+ATTRIBUTES = _TABLES["attributes"]
+# World-knowledge probes: each template set answers from one table
+_WORLD_FACT_TABLES = {"country": {c: v[0] for c, v in CITIES.items()}, "profession": PROFESSIONS,
+                      "genre": GENRES, "award": AWARDS}
+WORLD_FACTS = {fact: {"table": _WORLD_FACT_TABLES[fact], **spec} for fact, spec in _TABLES["world_facts"].items()}
+WORLD_SENTENCES = _TABLES["world_sentences"]
+GENERIC_SENTENCES = _TABLES["generic_sentences"] + [
+    f"The month of {m} comes after {p}." for p, m in zip(MONTHS[-1:] + MONTHS[:-1], MONTHS)]
 
 
 # ------------------------------------------------------------------------------ utilities

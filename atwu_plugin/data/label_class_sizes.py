@@ -11,8 +11,8 @@ from collections import Counter
 from typing import Dict, List, Sequence
 
 from atwu_plugin.data.encoding import tokenize_qa
-from atwu_plugin.data.labels import KIND_IGNORE, KIND_NAMES, KIND_NONE, KIND_SPECIFIC, KIND_TEMPLATE
 from atwu_plugin.data.tofu_labels import TOKEN_TYPES, token_type, word_cores
+from atwu_plugin.tokens import KIND_IGNORE, KIND_NAMES, KIND_NONE, KIND_SPECIFIC, KIND_TEMPLATE
 
 _KINDS = (KIND_SPECIFIC, KIND_TEMPLATE, KIND_IGNORE)
 

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from atwu_plugin.data.encoding import encode_qa
 from atwu_plugin.data.generator import load_split
+from atwu_plugin.tokens import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class QADataset(Dataset):
         enc = encode_qa(tokenizer, template_args, question, answer, self.max_length, spans=spans)
         self.n_truncated += enc.truncated
         # cut so hard that no answer token is left: the only target is the appended eos
-        self.n_answer_lost += bool(enc.truncated and answer and int((enc.labels[1:] != -100).sum()) <= 1)
+        self.n_answer_lost += bool(enc.truncated and answer and int((enc.labels[1:] != IGNORE_INDEX).sum()) <= 1)
         return enc.as_item(index)
 
     def __len__(self) -> int:

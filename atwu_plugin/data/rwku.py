@@ -1,5 +1,9 @@
 """RWKU (Real-World Knowledge Unlearning) data: targets, probes, corpora, torch datasets.
 
+This module reads the data (target selection, directory and hub sources); the record types are
+in ``rwku_records``, the probe prompts in ``rwku_prompts``, the torch datasets in
+``rwku_datasets`` (all re-exported here).
+
 RWKU: Jin et al., "RWKU: Benchmarking Real-World Knowledge Unlearning for Large Language
 Models", NeurIPS 2024 D&B, arXiv:2406.10890; data ``jinzhuoran/RWKU`` on the Hugging Face
 hub, licensed CC BY 4.0 (the passages/MIA texts are Wikipedia-derived, CC BY-SA; the utility
@@ -32,119 +36,29 @@ import numbers
 import os
 import re
 import unicodedata
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-# ----------------------------------------------------------------------------------------------
-# File kinds
-# ----------------------------------------------------------------------------------------------
-
-#: kind -> (file name in a target directory, HF config, HF split, required keys per record)
-KINDS: Dict[str, Tuple[str, str, str, Tuple[str, ...]]] = {
-    "intro": ("intro.json", "forget_target", "train", ("target", "intro")),
-    "passage": ("passage.json", "train_original_passage", "train", ("text",)),
-    "forget_level1": ("forget_level1.json", "forget_level1", "test", ("query", "answer")),
-    "forget_level2": ("forget_level2.json", "forget_level2", "test", ("query", "answer")),
-    "forget_level3": ("forget_level3.json", "forget_level3", "test", ("query", "answer")),
-    "neighbor_level1": ("neighbor_level1.json", "neighbor_level1", "test", ("query", "answer")),
-    "neighbor_level2": ("neighbor_level2.json", "neighbor_level2", "test", ("query", "answer")),
-    "forget_mia": ("forget_mia.json", "mia_forget", "test", ("text",)),
-    "retain_mia": ("retain_mia.json", "mia_retain", "test", ("text",)),
-    "fluency": ("fluency.json", "utility_fluency", "test", ("instruction",)),
-    "retain_mmlu": ("retain_mmlu.json", "utility_general", "test", ("question", "choices", "answer")),
-    "retain_bbh": ("retain_bbh.json", "utility_reason", "test", ("question", "answer")),
-    "truthful": ("truthful.json", "utility_truthfulness", "test", ("question", "mc1_targets")),
-    "triviaqa": ("triviaqa.json", "utility_factuality", "test", ("question", "answers")),
-    "reject": ("reject.json", "train_refusal_llama3", "train", ("instruction", "output")),
-    "positive": ("positive.json", "train_positive_llama3", "train", ("text",)),
-    "negative": ("negative.json", "train_negative_llama3", "train", ("text",)),
-    "pair": ("pair.json", "train_pair_llama3", "train", ("prompt", "response")),
-}
-
-FORGET_LEVELS = (1, 2, 3)
-NEIGHBOR_LEVELS = (1, 2)
-UTILITY_KINDS = ("retain_mmlu", "retain_bbh", "truthful", "triviaqa", "fluency")
+# the record types, prompts and torch datasets live in their own modules; re-exported here so
+# that ``atwu_plugin.data.rwku`` stays the one import for RWKU data
+from atwu_plugin.data.rwku_datasets import RWKUProbeDataset, RWKUTextDataset
+from atwu_plugin.data.rwku_prompts import probe_prompt
+from atwu_plugin.data.rwku_records import (
+    FORGET_LEVELS,
+    KINDS,
+    NEIGHBOR_LEVELS,
+    UTILITY_KINDS,
+    BBHItem,
+    MIAText,
+    MMLUItem,
+    Probe,
+    RWKUDataError,
+    RWKUTarget,
+    TriviaQAItem,
+    TruthfulQAItem,
+)
 
 _DIR_RE = re.compile(r"^(\d+)_(.+)$")
-
-
-class RWKUDataError(ValueError):
-    """A data file exists but cannot be used (malformed JSON, wrong shape, missing keys)."""
-
-
-# ----------------------------------------------------------------------------------------------
-# Records
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RWKUTarget:
-    """One unlearning target: ``index`` is RWKU's 1-based id, ``name`` the person (NFC)."""
-
-    index: int
-    name: str
-    dirname: str  # the directory name exactly as listed on disk ("" for the hub source)
-
-    @property
-    def key(self) -> str:
-        """Stable identifier used in results: ``<index>_<Name>`` with NFC characters."""
-        return f"{self.index}_{self.name.replace(' ', '_')}"
-
-
-@dataclass(frozen=True)
-class Probe:
-    """A forget or neighbor probe. ``level``: 1 fill-in-the-blank (``type`` "cloze"),
-    2 question-answer, 3 adversarial attack (``type`` names the attack)."""
-
-    query: str
-    answer: str
-    level: int
-    type: str
-    target: str  # the unlearning target (RWKU's ``subject``)
-    split: str  # "forget" or "neighbor"
-    neighbor: Optional[str] = None  # the neighbouring entity (neighbor probes only)
-    target_index: Optional[int] = None
-
-
-@dataclass(frozen=True)
-class MIAText:
-    text: str
-    target: str
-    member: bool  # True: forget_mia (about the target); False: retain_mia
-    ngram: Optional[int] = None
-
-
-@dataclass(frozen=True)
-class MMLUItem:
-    question: str
-    choices: Tuple[str, ...]
-    answer: int
-    task: str
-    examples: Tuple[Dict[str, Any], ...] = ()  # few-shot dev examples (question/choices/answer)
-
-
-@dataclass(frozen=True)
-class BBHItem:
-    question: str
-    answer: str
-    task: str
-    cot: str  # the task's chain-of-thought few-shot prompt
-
-
-@dataclass(frozen=True)
-class TruthfulQAItem:
-    question: str
-    mc1_choices: Tuple[str, ...]
-    mc1_labels: Tuple[int, ...]
-    mc2_choices: Tuple[str, ...]
-    mc2_labels: Tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class TriviaQAItem:
-    question: str
-    answers: Tuple[str, ...]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -564,142 +478,6 @@ def open_rwku(source: Union[str, os.PathLike, RWKUData], hub_loader: Optional[Hu
             raise ValueError("empty hub repo id in source 'hub:'; use e.g. 'hub:jinzhuoran/RWKU'")
         return RWKUHub(repo, loader=hub_loader)
     return RWKUDirectory(s)
-
-
-# ----------------------------------------------------------------------------------------------
-# Probe prompts (RWKU's wording; used by the probe dataset and the evaluator)
-# ----------------------------------------------------------------------------------------------
-
-# RWKU's instructions (eval_forget.py / eval_neighbor.py, jinzhuoran/RWKU): the user message
-# wraps the query; generation continues after the assistant tag followed by "Answer:".
-RWKU_CLOZE_INSTRUCTION = "Please complete the blank in the following question.\nQuestion: {}\n"
-RWKU_QA_INSTRUCTION = "Please briefly answer the following question.\nQuestion: {}\n"
-RWKU_ICL_INSTRUCTION = "Please briefly answer the following question.\n{}\n"
-RWKU_SUFFIX_INSTRUCTION = "Please briefly answer the following question.\nQuestion: {}"
-RWKU_ANSWER_PREFIX = "Answer:"
-
-
-def probe_prompt(probe: Probe, style: str = "rwku") -> Tuple[str, str]:
-    """``(user message, assistant prefix)`` for a probe.
-
-    ``style="rwku"``: RWKU's wording. Level 1 asks to complete the blank; levels 2/3 ask for a
-    brief answer; the level-3 "incontext learning" probes carry their own Q/A shots (no
-    "Question:" label), and the "affirmative suffix" probes end without a newline and get no
-    "Answer:" prefix, so the model continues the affirmative suffix directly.
-    ``style="plain"``: the bare query, no prefix (for small models trained on plain QA)."""
-    if style == "plain":
-        return probe.query, ""
-    if style != "rwku":
-        raise ValueError(f"unknown probe prompt style {style!r}; expected 'rwku' or 'plain'")
-    if probe.level == 1:
-        return RWKU_CLOZE_INSTRUCTION.format(probe.query), RWKU_ANSWER_PREFIX
-    if probe.level == 3 and probe.type == "affirmative suffix":
-        return RWKU_SUFFIX_INSTRUCTION.format(probe.query), ""
-    if probe.level == 3 and probe.type == "incontext learning":
-        return RWKU_ICL_INSTRUCTION.format(probe.query), RWKU_ANSWER_PREFIX
-    return RWKU_QA_INSTRUCTION.format(probe.query), RWKU_ANSWER_PREFIX
-
-
-# ----------------------------------------------------------------------------------------------
-# Torch datasets (torch imported lazily so that the loaders stay light)
-# ----------------------------------------------------------------------------------------------
-
-IGNORE_INDEX = -100
-
-
-class RWKUProbeDataset:
-    """Probes as supervised QA items in the plugin's format.
-
-    Each item is ``encode_qa(tokenizer, template_args, question, answer, max_length)
-    .as_item(index)`` from ``atwu_plugin.data.encoding`` (``input_ids``, ``labels`` on the answer
-    only, ``attention_mask``, ``token_kind`` (no span labels: answer tokens are "ignore"),
-    ``index`` = position in this dataset). ``question`` is the probe's user message
-    from :func:`probe_prompt`. ``encode_qa`` cannot put text after the assistant tag, so in
-    ``"rwku"`` style the assistant prefix ends the question instead (``"...\\nAnswer:"``);
-    the default ``"plain"`` style uses the bare query."""
-
-    def __init__(
-        self,
-        probes: Sequence[Probe],
-        tokenizer,
-        template_args: Dict[str, Any],
-        max_length: int = 512,
-        prompt_style: str = "plain",
-    ):
-        self.probes = list(probes)
-        self.tokenizer = tokenizer
-        self.template_args = template_args
-        self.max_length = max_length
-        if prompt_style not in ("plain", "rwku"):
-            raise ValueError(f"unknown probe prompt style {prompt_style!r}; expected 'rwku' or 'plain'")
-        self.prompt_style = prompt_style
-
-    def __len__(self) -> int:
-        return len(self.probes)
-
-    def question(self, i: int) -> str:
-        user, prefix = probe_prompt(self.probes[i], self.prompt_style)
-        return user + prefix if prefix else user
-
-    def __getitem__(self, i: int) -> Dict[str, Any]:
-        from atwu_plugin.data.encoding import encode_qa  # lazy: written alongside this module
-
-        if not 0 <= i < len(self.probes):
-            raise IndexError(i)
-        question, answer = self.question(i), self.probes[i].answer
-        enc = encode_qa(self.tokenizer, self.template_args, question, answer, self.max_length)
-        if hasattr(enc, "as_item"):  # EncodedQA
-            return enc.as_item(i)
-        return {**dict(enc), "index": i}
-
-
-class RWKUTextDataset:
-    """Pretraining-style items over a text corpus (the forget passages).
-
-    Each text is tokenized with the tokenizer's special tokens (BOS) and, if ``add_eos``, an EOS,
-    then cut into windows of at most ``max_length`` tokens that overlap by one token, so every
-    token after the first BOS is a target in exactly one window (position 0 of a window is never
-    a target; see ``atwu_plugin.losses.tokens``). Items: ``input_ids``, ``labels`` (= input_ids,
-    ``-100`` at position 0), ``attention_mask`` (ones), ``index`` (window number), ``text_index``
-    (which text). Windows of a single token (nothing to predict) are dropped."""
-
-    def __init__(self, texts: Sequence[str], tokenizer, max_length: int = 512, add_eos: bool = False):
-        if max_length < 2:
-            raise ValueError(f"max_length must be >= 2, got {max_length}")
-        self.texts = list(texts)
-        self.max_length = max_length
-        self.windows: List[Tuple[int, List[int]]] = []
-        step = max_length - 1
-        for ti, text in enumerate(self.texts):
-            ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
-            if add_eos and tokenizer.eos_token_id is not None:
-                ids.append(tokenizer.eos_token_id)
-            for start in range(0, max(len(ids) - 1, 1), step):
-                chunk = ids[start : start + max_length]
-                if len(chunk) >= 2:
-                    self.windows.append((ti, chunk))
-
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    def num_tokens(self) -> int:
-        """Target tokens over the corpus (each counted once)."""
-        return sum(len(c) - 1 for _, c in self.windows)
-
-    def __getitem__(self, i: int) -> Dict[str, Any]:
-        import torch
-
-        ti, chunk = self.windows[i]
-        input_ids = torch.tensor(chunk, dtype=torch.long)
-        labels = input_ids.clone()
-        labels[0] = IGNORE_INDEX
-        return {
-            "input_ids": input_ids,
-            "labels": labels,
-            "attention_mask": torch.ones_like(input_ids),
-            "index": i,
-            "text_index": ti,
-        }
 
 
 __all__ = [

@@ -54,7 +54,7 @@ import torch
 
 from atwu_plugin.data.encoding import encode_qa, tokenize_qa
 from atwu_plugin.data.generator import validate_spans
-from atwu_plugin.data.labels import KIND_IGNORE, KIND_NAMES, KIND_NONE, KIND_SPECIFIC, KIND_TEMPLATE
+from atwu_plugin.tokens import KIND_IGNORE, KIND_NAMES, KIND_NONE, KIND_SPECIFIC, KIND_TEMPLATE
 
 # ----------------------------------------------------------------------------- words
 WORD_RE = re.compile(r"\S+")

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from atwu_plugin.data.collator import TokenLabelCollator
-from atwu_plugin.losses.tokens import IGNORE_INDEX, token_logprobs
+from atwu_plugin.losses.tokens import token_logprobs
+from atwu_plugin.tokens import IGNORE_INDEX
 
 
 def model_device(model) -> torch.device:

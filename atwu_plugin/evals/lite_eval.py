@@ -43,7 +43,7 @@ import torch
 from atwu_plugin.evals import engine
 from atwu_plugin.evals import tofu_metrics as tm
 from atwu_plugin.evals.token_metrics import KLAccumulator, TokenKindProbAccumulator
-from atwu_plugin.losses.tokens import IGNORE_INDEX
+from atwu_plugin.tokens import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 

@@ -31,6 +31,8 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 
 import numpy as np
 
+from atwu_plugin.evals.auroc import auroc
+
 NOANSWER = "NOANSWER"
 
 # ----------------------------------------------------------------------------------------------
@@ -242,22 +244,20 @@ def mia_minkpp_score(
 
 
 def mia_auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -> float:
-    """ROC AUC (``sklearn.metrics.roc_auc_score``) of separating members from non-members by a
+    """ROC AUC (:func:`atwu_plugin.evals.auroc.auroc`, scikit-learn's) of separating members from non-members by a
     score that is larger for members: labels 1 for ``member_scores`` (RWKU's ``forget_mia``,
     texts about the target) and 0 for ``nonmember_scores`` (``retain_mia``).
 
     RWKU itself reports mean scores per set (FM, RM), not an AUC; note that both MIA sets are
     Wikipedia text likely seen in pre-training, so before unlearning the AUC is near 0.5 and
     unlearning pushes it *below* 0.5 (forget texts become less likely than retain texts)."""
-    from sklearn.metrics import roc_auc_score
-
     m, n = list(member_scores), list(nonmember_scores)
     if not m or not n:
         raise ValueError(f"AUC needs both members ({len(m)}) and non-members ({len(n)})")
     scores = np.asarray(m + n, dtype=np.float64)
     if not np.all(np.isfinite(scores)):
         raise ValueError("MIA scores contain NaN/inf")
-    return float(roc_auc_score([1] * len(m) + [0] * len(n), scores))
+    return auroc(scores, [True] * len(m) + [False] * len(n))
 
 
 # ----------------------------------------------------------------------------------------------

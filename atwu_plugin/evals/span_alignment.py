@@ -7,9 +7,10 @@ weight (ties broken by position). When either class is empty the three metrics a
 """
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score
 
-from atwu_plugin.data.labels import KIND_SPECIFIC
+from atwu_plugin.evals.auroc import auroc
+from atwu_plugin.tokens import KIND_SPECIFIC
 
 
 def _flat(x) -> np.ndarray:
@@ -36,7 +37,7 @@ def span_alignment(weights, token_kind, k_fraction: float = 0.3) -> dict:
         return result
     k = max(1, round(k_fraction * len(w)))
     top = np.argsort(-w, kind="stable")[:k]
-    result["span_auroc"] = float(roc_auc_score(positive, w))
+    result["span_auroc"] = auroc(w, positive)
     result["span_ap"] = float(average_precision_score(positive, w))
     result["precision_at_k"] = float(positive[top].mean())
     return result

@@ -22,8 +22,8 @@ from typing import Dict, Optional
 
 import torch
 
-from atwu_plugin.data.labels import KIND_IGNORE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
 from atwu_plugin.losses.tokens import align_to_labels, answer_mask
+from atwu_plugin.tokens import KIND_IGNORE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
 
 
 def kl_per_token(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -43,7 +43,7 @@ class TokenKindProbAccumulator:
 
     ``update(logp, token_kind)``: ``logp`` are per-token answer log-probabilities of the
     evaluated model (``atwu_plugin.losses.tokens.token_logprobs``) and ``token_kind`` the
-    ground-truth kinds (``atwu_plugin.data.labels``; ``KIND_NONE`` off-answer is skipped).
+    ground-truth kinds (``atwu_plugin.tokens``; ``KIND_NONE`` off-answer is skipped).
     """
 
     KINDS = {

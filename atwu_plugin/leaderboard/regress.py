@@ -66,7 +66,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from atwu_plugin.leaderboard.report import ResultsError, finite_values, load_results, method_order
+from atwu_plugin.leaderboard.results import ResultsError, load_results
+from atwu_plugin.leaderboard.stats import finite_values, method_order
 from atwu_plugin.utils.atomic import atomic_write_json
 from atwu_plugin.utils.jsonfile import read_json
 

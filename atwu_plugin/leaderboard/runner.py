@@ -33,7 +33,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import time
 import traceback
 from dataclasses import dataclass, field, replace
@@ -103,10 +102,6 @@ class CellSpec:
     @property
     def key(self) -> str:
         return f"{self.benchmark}/{self.method}/seed{self.seed}"
-
-    @property
-    def hash12(self) -> str:
-        return self.hash[:HASH_LEN]
 
     @property
     def artifact_dir(self) -> Path:
@@ -243,11 +238,6 @@ def _read_cell(cell: CellSpec) -> "tuple[Optional[Dict[str, Any]], Optional[str]
         data["nonfinite"] = sorted(set(data.get("nonfinite") or []) | set(found))
         return data, f"{path}: non-finite value(s) (NaN/Infinity) at {', '.join(found)}: read as null"
     return data, None
-
-
-def _load_cell(cell: CellSpec) -> Optional[Dict[str, Any]]:
-    """The stored result of ``cell`` (see :func:`_read_cell`), or None."""
-    return _read_cell(cell)[0]
 
 
 def _clean_metrics(metrics: Mapping[str, Any], cell: CellSpec) -> Dict[str, Any]:
@@ -647,22 +637,3 @@ def _write_reports(spec, results, cells, records, outcome) -> Dict[str, Path]:
         outcome.report_error = f"{type(e).__name__}: {e}".splitlines()[0]
         return {}
 
-
-def remove_stale_cells(spec: LeaderboardSpec) -> List[Path]:
-    """Delete cell files (and artifact dirs) under ``output_dir/cells`` that belong to no cell
-    of the current grid; returns what was removed."""
-    keep = {c.path for c in expand_grid(spec)}
-    keep_dirs = {c.artifact_dir for c in expand_grid(spec)}
-    removed = []
-    root = Path(spec.output_dir) / "cells"
-    if not root.is_dir():
-        return removed
-    for p in sorted(root.glob("*/*/seed*")):
-        if p in keep or p in keep_dirs:
-            continue
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            os.unlink(p)
-        removed.append(p)
-    return removed

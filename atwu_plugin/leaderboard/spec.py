@@ -243,7 +243,10 @@ def _json_ok(value: Any) -> bool:
 
 
 def parse_spec(data: Any, source: str = "<spec>", base_dir=None) -> LeaderboardSpec:
-    """Validate a spec already parsed into Python objects (``source`` names it in errors)."""
+    """Validate a spec already parsed into Python objects (``source`` names it in errors).
+
+    Every problem is collected (one line each, in the order of the keys below) and raised
+    together as one :class:`SpecError`, so a spec is fixed in one pass."""
     errors: List[str] = []
 
     def err(fld: str, value: Any, expected: str) -> None:
@@ -256,185 +259,17 @@ def parse_spec(data: Any, source: str = "<spec>", base_dir=None) -> LeaderboardS
     for key in data:
         if key not in TOP_KEYS:
             err(f"unknown key {key!r}", data[key], f"one of {', '.join(TOP_KEYS)}")
-
-    # name
-    name = data.get("name")
-    if not isinstance(name, str) or not name.strip():
-        err("name", name, "a non-empty string")
-        name = ""
-
-    # output_dir
-    out = data.get("output_dir")
-    if not isinstance(out, str) or not out.strip():
-        err("output_dir", out, "a non-empty path string")
-        output_dir = Path(".")
-    else:
-        output_dir = Path(out).expanduser()
-        if not output_dir.is_absolute():
-            output_dir = (Path(base_dir) if base_dir is not None else Path.cwd()) / output_dir
-        output_dir = output_dir.absolute()
-
-    # host
-    host = data.get("host", DEFAULT_HOST)
-    if host not in HOSTS:
-        err("host", host, " or ".join(HOSTS))
-        host = DEFAULT_HOST
-
-    description = data.get("description", "")
-    if not isinstance(description, str):
-        err("description", description, "a string")
-        description = ""
-
-    # benchmarks
-    benchmarks: List[BenchmarkSpec] = []
-    raw = data.get("benchmarks")
-    if not isinstance(raw, list) or not raw:
-        err("benchmarks", raw, "a non-empty list of {name: ..., <options>}")
-    else:
-        seen: Dict[str, int] = {}
-        for i, b in enumerate(raw):
-            if isinstance(b, str):  # shorthand: "- synthetic"
-                b = {"name": b}
-            if not isinstance(b, Mapping):
-                err(f"benchmarks[{i}]", b, "a mapping with a 'name' key")
-                continue
-            bname = b.get("name")
-            if not isinstance(bname, str) or not _NAME_RE.match(bname):
-                err(f"benchmarks[{i}].name", bname, "a name of letters, digits, '.', '_', '+', '-'")
-                continue
-            if bname in seen:
-                err(f"benchmarks[{i}].name", bname, f"a unique name (also benchmarks[{seen[bname]}])")
-                continue
-            seen[bname] = i
-            options = {k: v for k, v in b.items() if k != "name"}
-            bad = [k for k, v in options.items() if not isinstance(k, str) or not _json_ok(v)]
-            for k in bad:
-                err(f"benchmarks[{i}].{k}", options[k], "plain finite JSON-like data (str, number, bool, "
-                    "null, list, mapping with string keys)")
-            if not bad:
-                benchmarks.append(BenchmarkSpec(bname, dict(options)))
-
-    # methods
-    methods: List[MethodSpec] = []
-    raw = data.get("methods")
-    if not isinstance(raw, list) or not raw:
-        err("methods", raw, "a non-empty list of {name, trainer, overrides}")
-    else:
-        seen = {}
-        for i, m in enumerate(raw):
-            if not isinstance(m, Mapping):
-                err(f"methods[{i}]", m, "a mapping with keys name, trainer[, overrides]")
-                continue
-            ok = True
-            for key in m:
-                if key not in METHOD_KEYS:
-                    err(f"methods[{i}]: unknown key {key!r}", m[key], f"one of {', '.join(METHOD_KEYS)}")
-                    ok = False
-            mname = m.get("name")
-            if not isinstance(mname, str) or not _NAME_RE.match(mname):
-                err(f"methods[{i}].name", mname, "a name of letters, digits, '.', '_', '+', '-'")
-                ok = False
-            elif mname in seen:
-                err(f"methods[{i}].name", mname, f"a unique method name (also methods[{seen[mname]}])")
-                ok = False
-            else:
-                seen[mname] = i
-            trainer = m.get("trainer")
-            if not isinstance(trainer, str) or not trainer.strip():
-                err(f"methods[{i}].trainer", trainer, "a trainer config name, e.g. 'GradDiff'")
-                ok = False
-            overrides = m.get("overrides") or {}
-            if not isinstance(overrides, Mapping):
-                err(f"methods[{i}].overrides", overrides, "a mapping {dotted.key: value}")
-                ok = False
-                overrides = {}
-            for k, v in overrides.items():
-                if not isinstance(k, str) or not _OVERRIDE_KEY_RE.match(k):
-                    err(f"methods[{i}].overrides", k, "dotted keys like trainer.args.learning_rate")
-                    ok = False
-                elif not _json_ok(v):
-                    err(f"methods[{i}].overrides.{k}", v, "plain finite JSON-like data")
-                    ok = False
-            mdesc = m.get("description", "")
-            if not isinstance(mdesc, str):
-                err(f"methods[{i}].description", mdesc, "a string")
-                ok = False
-            if ok:
-                methods.append(MethodSpec(mname, trainer, dict(overrides), mdesc))
-
-    # seeds
-    seeds: List[int] = []
-    raw = data.get("seeds")
-    if not isinstance(raw, list) or not raw:
-        err("seeds", raw, "a non-empty list of integers, e.g. [0, 1, 2]")
-    else:
-        for i, s in enumerate(raw):
-            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-                err(f"seeds[{i}]", s, "a non-negative integer")
-            elif s in seeds:
-                err(f"seeds[{i}]", s, "unique seeds")
-            else:
-                seeds.append(s)
-
-    # metrics
-    metrics: List[MetricSpec] = []
-    raw = data.get("metrics")
-    if raw is None:
-        metrics = [MetricSpec(k, d) for k, d in KNOWN_METRICS.items()]
-    else:
-        if isinstance(raw, Mapping):
-            entries = [({"name": k, "direction": v}, f"metrics.{k}") for k, v in raw.items()]
-        elif isinstance(raw, list):
-            entries = [(e, f"metrics[{i}]") for i, e in enumerate(raw)]
-        else:
-            entries = []
-        if not entries:
-            err("metrics", raw, "a non-empty list of {name, direction: higher|lower} or a mapping "
-                "{metric: higher|lower} (or omit it for the default metrics)")
-        seen_m = set()
-        for e, where in entries:
-            if isinstance(e, str):
-                e = {"name": e}
-            if not isinstance(e, Mapping):
-                err(where, e, "a metric name or {name, direction: higher|lower}")
-                continue
-            unknown = [k for k in e if k not in METRIC_KEYS]
-            for k in unknown:
-                err(f"{where}: unknown key {k!r}", e[k], f"one of {', '.join(METRIC_KEYS)}")
-            mn = e.get("name")
-            if not isinstance(mn, str) or not mn:
-                err(f"{where}.name", mn, "a metric name")
-                continue
-            direction = e.get("direction", KNOWN_METRICS.get(mn))
-            if direction not in DIRECTIONS:
-                expected = "'higher' or 'lower'"
-                if "direction" not in e:
-                    close = difflib.get_close_matches(mn, list(KNOWN_METRICS), n=1)
-                    expected += f" (required: {mn!r} is not a known metric" + (
-                        f"; did you mean {close[0]!r}?)" if close else ")")
-                err(f"{where}.direction", e.get("direction"), expected)
-                continue
-            label = e.get("label", "")
-            if not isinstance(label, str):
-                err(f"{where}.label", label, "a string")
-                continue
-            if mn in seen_m:
-                err(f"{where}.name", mn, "each metric once")
-                continue
-            seen_m.add(mn)
-            if not unknown:
-                metrics.append(MetricSpec(mn, direction, label))
-
+    name = _parse_name(data.get("name"), err)
+    output_dir = _parse_output_dir(data.get("output_dir"), base_dir, err)
+    host = _parse_host(data.get("host", DEFAULT_HOST), err)
+    description = _parse_description(data.get("description", ""), err)
+    benchmarks = _parse_benchmarks(data.get("benchmarks"), err)
+    methods = _parse_methods(data.get("methods"), err)
+    seeds = _parse_seeds(data.get("seeds"), err)
+    metrics = _parse_metrics(data.get("metrics"), err)
     matched = _parse_matched(data.get("matched"), err) if "matched" in data else None
-
     if host == "openunlearning":  # OU cells' options (experiments, launcher): checked now, not mid-grid
-        from atwu_plugin.hosts.openunlearning_cells import check_options
-
-        for i, b in enumerate(benchmarks):
-            try:
-                check_options(b.name, b.options)
-            except ValueError as e:
-                errors.append(f"{source}: benchmarks[{i}]: {e}")
+        errors.extend(_openunlearning_option_errors(benchmarks, source))
 
     if errors:
         raise SpecError(errors)
@@ -450,6 +285,201 @@ def parse_spec(data: Any, source: str = "<spec>", base_dir=None) -> LeaderboardS
         source=source,
         matched=matched,
     )
+
+
+# Each _parse_<key> reports problems through ``err(field, value, expected)`` and returns the
+# valid part (a placeholder when nothing is valid; the spec is rejected then anyway).
+def _parse_name(name: Any, err) -> str:
+    if not isinstance(name, str) or not name.strip():
+        err("name", name, "a non-empty string")
+        return ""
+    return name
+
+
+def _parse_output_dir(out: Any, base_dir, err) -> Path:
+    """Absolute; a relative path is resolved against ``base_dir`` (the spec file's folder)."""
+    if not isinstance(out, str) or not out.strip():
+        err("output_dir", out, "a non-empty path string")
+        return Path(".")
+    output_dir = Path(out).expanduser()
+    if not output_dir.is_absolute():
+        output_dir = (Path(base_dir) if base_dir is not None else Path.cwd()) / output_dir
+    return output_dir.absolute()
+
+
+def _parse_host(host: Any, err) -> str:
+    if host not in HOSTS:
+        err("host", host, " or ".join(HOSTS))
+        return DEFAULT_HOST
+    return host
+
+
+def _parse_description(description: Any, err) -> str:
+    if not isinstance(description, str):
+        err("description", description, "a string")
+        return ""
+    return description
+
+
+def _parse_benchmarks(raw: Any, err) -> List[BenchmarkSpec]:
+    benchmarks: List[BenchmarkSpec] = []
+    if not isinstance(raw, list) or not raw:
+        err("benchmarks", raw, "a non-empty list of {name: ..., <options>}")
+        return benchmarks
+    seen: Dict[str, int] = {}
+    for i, b in enumerate(raw):
+        if isinstance(b, str):  # shorthand: "- synthetic"
+            b = {"name": b}
+        if not isinstance(b, Mapping):
+            err(f"benchmarks[{i}]", b, "a mapping with a 'name' key")
+            continue
+        bname = b.get("name")
+        if not isinstance(bname, str) or not _NAME_RE.match(bname):
+            err(f"benchmarks[{i}].name", bname, "a name of letters, digits, '.', '_', '+', '-'")
+            continue
+        if bname in seen:
+            err(f"benchmarks[{i}].name", bname, f"a unique name (also benchmarks[{seen[bname]}])")
+            continue
+        seen[bname] = i
+        options = {k: v for k, v in b.items() if k != "name"}
+        bad = [k for k, v in options.items() if not isinstance(k, str) or not _json_ok(v)]
+        for k in bad:
+            err(f"benchmarks[{i}].{k}", options[k], "plain finite JSON-like data (str, number, bool, "
+                "null, list, mapping with string keys)")
+        if not bad:
+            benchmarks.append(BenchmarkSpec(bname, dict(options)))
+    return benchmarks
+
+
+def _parse_methods(raw: Any, err) -> List[MethodSpec]:
+    if not isinstance(raw, list) or not raw:
+        err("methods", raw, "a non-empty list of {name, trainer, overrides}")
+        return []
+    seen: Dict[str, int] = {}  # method name -> index of its first entry
+    parsed = (_parse_method(i, m, seen, err) for i, m in enumerate(raw))
+    return [m for m in parsed if m is not None]
+
+
+def _parse_method(i: int, m: Any, seen: Dict[str, int], err) -> Optional[MethodSpec]:
+    """``methods[i]``, or None if it has a problem (every problem of the entry is reported)."""
+    if not isinstance(m, Mapping):
+        err(f"methods[{i}]", m, "a mapping with keys name, trainer[, overrides]")
+        return None
+    ok = True
+    for key in m:
+        if key not in METHOD_KEYS:
+            err(f"methods[{i}]: unknown key {key!r}", m[key], f"one of {', '.join(METHOD_KEYS)}")
+            ok = False
+    mname = m.get("name")
+    if not isinstance(mname, str) or not _NAME_RE.match(mname):
+        err(f"methods[{i}].name", mname, "a name of letters, digits, '.', '_', '+', '-'")
+        ok = False
+    elif mname in seen:
+        err(f"methods[{i}].name", mname, f"a unique method name (also methods[{seen[mname]}])")
+        ok = False
+    else:
+        seen[mname] = i
+    trainer = m.get("trainer")
+    if not isinstance(trainer, str) or not trainer.strip():
+        err(f"methods[{i}].trainer", trainer, "a trainer config name, e.g. 'GradDiff'")
+        ok = False
+    overrides = m.get("overrides") or {}
+    if not isinstance(overrides, Mapping):
+        err(f"methods[{i}].overrides", overrides, "a mapping {dotted.key: value}")
+        ok = False
+        overrides = {}
+    for k, v in overrides.items():
+        if not isinstance(k, str) or not _OVERRIDE_KEY_RE.match(k):
+            err(f"methods[{i}].overrides", k, "dotted keys like trainer.args.learning_rate")
+            ok = False
+        elif not _json_ok(v):
+            err(f"methods[{i}].overrides.{k}", v, "plain finite JSON-like data")
+            ok = False
+    mdesc = m.get("description", "")
+    if not isinstance(mdesc, str):
+        err(f"methods[{i}].description", mdesc, "a string")
+        ok = False
+    return MethodSpec(mname, trainer, dict(overrides), mdesc) if ok else None
+
+
+def _parse_seeds(raw: Any, err) -> List[int]:
+    seeds: List[int] = []
+    if not isinstance(raw, list) or not raw:
+        err("seeds", raw, "a non-empty list of integers, e.g. [0, 1, 2]")
+        return seeds
+    for i, s in enumerate(raw):
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            err(f"seeds[{i}]", s, "a non-negative integer")
+        elif s in seeds:
+            err(f"seeds[{i}]", s, "unique seeds")
+        else:
+            seeds.append(s)
+    return seeds
+
+
+def _parse_metrics(raw: Any, err) -> List[MetricSpec]:
+    """``metrics``: omitted = every known metric; else a list (names or mappings) or a mapping
+    ``{metric: direction}``."""
+    if raw is None:
+        return [MetricSpec(k, d) for k, d in KNOWN_METRICS.items()]
+    if isinstance(raw, Mapping):
+        entries = [({"name": k, "direction": v}, f"metrics.{k}") for k, v in raw.items()]
+    elif isinstance(raw, list):
+        entries = [(e, f"metrics[{i}]") for i, e in enumerate(raw)]
+    else:
+        entries = []
+    if not entries:
+        err("metrics", raw, "a non-empty list of {name, direction: higher|lower} or a mapping "
+            "{metric: higher|lower} (or omit it for the default metrics)")
+    seen: set = set()
+    parsed = (_parse_metric(e, where, seen, err) for e, where in entries)
+    return [m for m in parsed if m is not None]
+
+
+def _parse_metric(e: Any, where: str, seen: set, err) -> Optional[MetricSpec]:
+    """One metric entry (reported as ``where``), or None if it has a problem."""
+    if isinstance(e, str):
+        e = {"name": e}
+    if not isinstance(e, Mapping):
+        err(where, e, "a metric name or {name, direction: higher|lower}")
+        return None
+    unknown = [k for k in e if k not in METRIC_KEYS]
+    for k in unknown:
+        err(f"{where}: unknown key {k!r}", e[k], f"one of {', '.join(METRIC_KEYS)}")
+    mn = e.get("name")
+    if not isinstance(mn, str) or not mn:
+        err(f"{where}.name", mn, "a metric name")
+        return None
+    direction = e.get("direction", KNOWN_METRICS.get(mn))
+    if direction not in DIRECTIONS:
+        expected = "'higher' or 'lower'"
+        if "direction" not in e:
+            close = difflib.get_close_matches(mn, list(KNOWN_METRICS), n=1)
+            expected += f" (required: {mn!r} is not a known metric" + (
+                f"; did you mean {close[0]!r}?)" if close else ")")
+        err(f"{where}.direction", e.get("direction"), expected)
+        return None
+    label = e.get("label", "")
+    if not isinstance(label, str):
+        err(f"{where}.label", label, "a string")
+        return None
+    if mn in seen:
+        err(f"{where}.name", mn, "each metric once")
+        return None
+    seen.add(mn)
+    return None if unknown else MetricSpec(mn, direction, label)
+
+
+def _openunlearning_option_errors(benchmarks: List[BenchmarkSpec], source: str) -> List[str]:
+    from atwu_plugin.hosts.openunlearning_cells import check_options
+
+    errors = []
+    for i, b in enumerate(benchmarks):
+        try:
+            check_options(b.name, b.options)
+        except ValueError as e:
+            errors.append(f"{source}: benchmarks[{i}]: {e}")
+    return errors
 
 
 def _parse_matched(raw: Any, err) -> Optional[MatchedSpec]:

@@ -1,16 +1,14 @@
-"""Token alignment shared by every loss and weighter.
+"""Torch helpers for the token alignment shared by every loss, weighter and evaluator.
 
-Convention used throughout the package: every per-token tensor has shape ``[B, T]``
-and is aligned with ``labels`` (HF layout, ``labels`` not shifted). The quantity at
-position ``t`` is about predicting ``labels[:, t]`` from the logits/hidden state at
-position ``t - 1``. Position 0 is never a target. A position is an *answer token*
-iff ``labels[:, t] != IGNORE_INDEX`` and ``t > 0``.
+The convention (per-token tensors ``[B, T]`` aligned with ``labels``, position ``t`` predicted
+from ``t - 1``, answer tokens ``labels != IGNORE_INDEX`` and ``t > 0``) is written down in
+``atwu_plugin.tokens``, with the constants.
 """
 
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from atwu_plugin.tokens import IGNORE_INDEX
 
 
 def answer_mask(labels: torch.Tensor) -> torch.Tensor:
@@ -36,7 +34,3 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     return F.pad(picked, (1, 0)) * mask
 
-
-def sequence_logprob(logp: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Sum of answer-token log-probabilities per sequence, ``[B]``."""
-    return (logp * answer_mask(labels)).sum(-1)

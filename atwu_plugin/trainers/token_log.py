@@ -1,7 +1,7 @@
 """Writes a sample of per-token weights during training, for heatmaps and span metrics.
 
 One JSONL record per logged sample: ``{"step", "sample", "tokens", "weights", "kinds"}``
-over the answer tokens of the sample (kinds from ``atwu_plugin.data.labels``).
+over the answer tokens of the sample (kinds from ``atwu_plugin.tokens``).
 """
 
 import json

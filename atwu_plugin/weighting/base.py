@@ -23,7 +23,7 @@ class WeightingInputs:
     hidden_states: Optional[torch.Tensor] = None  # [B, T, H] last layer, model layout (not shifted)
     ref_logits: Optional[torch.Tensor] = None  # [B, T, V] frozen initial model ("ref_logits")
     aux_logits: Optional[torch.Tensor] = None  # [B, T, V] auxiliary model that never saw the forget set
-    token_kind: Optional[torch.Tensor] = None  # [B, T] ground-truth kinds (atwu_plugin.data.labels)
+    token_kind: Optional[torch.Tensor] = None  # [B, T] ground-truth kinds (atwu_plugin.tokens)
     index: Optional[torch.Tensor] = None  # [B] dataset indices of the samples
     # callable(input_ids, attention_mask) -> logits [B, T, V]; for weighters that need extra
     # forward passes of the model being unlearned (e.g. masking-based importance).

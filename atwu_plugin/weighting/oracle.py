@@ -4,8 +4,8 @@ w_t = 1 on forget-specific tokens, ``generic_weight`` on template and shared-fac
 
 import torch
 
-from atwu_plugin.data.labels import KIND_IGNORE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
 from atwu_plugin.registry import check_number
+from atwu_plugin.tokens import KIND_IGNORE, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
 from atwu_plugin.weighting.base import TokenWeighter, WeightingInputs, register_weighter
 
 

@@ -24,6 +24,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from atwu_plugin.data.encoding import encode_qa
 from atwu_plugin.data.generator import GENERATOR_VERSION, generate_benchmark, load_split, write_benchmark
+from atwu_plugin.data.lm_items import lm_items
 from atwu_plugin.zoo.cache import cached_dir, run_in_spawned_processes
 from atwu_plugin.zoo.loading import load_causal_lm, load_tokenizer
 from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS, train_tokenizer
@@ -130,18 +131,8 @@ def build_zoo(cache_dir: Optional[str] = None, spec: Optional[ZooSpec] = None, l
     return _paths(root, spec, manifest)
 
 
-def _lm_items(tokenizer, texts: List[str], max_length: int) -> List[dict]:
-    items = []
-    for text in texts:
-        ids = tokenizer(text, add_special_tokens=True, truncation=True, max_length=max_length - 1)["input_ids"]
-        ids = torch.tensor(ids + [tokenizer.eos_token_id])
-        labels = ids.clone()
-        labels[0] = -100
-        items.append({"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids)})
-    return items
-
-
-def _qa_items(tokenizer, records: List[dict], max_length: int) -> List[dict]:
+def qa_items(tokenizer, records: List[dict], max_length: int) -> List[dict]:
+    """Training items of QA records in the tiny models' prompt template (answer tokens are targets)."""
     items = []
     for r in records:
         enc = encode_qa(tokenizer, TINY_TEMPLATE_ARGS, r["question"], r["answer"], max_length=max_length)
@@ -164,12 +155,12 @@ def _build_into(root: Path, spec: ZooSpec, log) -> dict:
     tokenizer.save_pretrained(str(root / "tokenizer"))
     timings["tokenizer_s"] = round(time.time() - t0, 1)
 
-    world_qa = _qa_items(tokenizer, splits["world_facts"], spec.max_length)
+    world_qa = qa_items(tokenizer, splits["world_facts"], spec.max_length)
     torch.set_num_threads(1)
     t = time.time()
     base = spec.model.build(tokenizer, spec.seed)
     log(f"[zoo] base model: {sum(p.numel() for p in base.parameters()) / 1e6:.2f}M parameters")
-    base_items = _lm_items(tokenizer, splits["world_text"], spec.max_length) + world_qa
+    base_items = lm_items(tokenizer, splits["world_text"], spec.max_length) + world_qa
     fit_lm(base, base_items, tokenizer.pad_token_id, spec.base_fit, desc="base")
     base.save_pretrained(str(root / "base"), safe_serialization=True)
     tokenizer.save_pretrained(str(root / "base"))
@@ -219,7 +210,7 @@ def _finetune_job(root: str, name: str, split: str, spec_dict: dict) -> dict:
     tokenizer = load_tokenizer(str(root_p / "tokenizer"))
     records = load_split(str(root_p / "data" / f"{split}.json"))
     world = load_split(str(root_p / "data" / "world_facts.json"))
-    items = _qa_items(tokenizer, records + world, spec.max_length)
+    items = qa_items(tokenizer, records + world, spec.max_length)
     model = load_causal_lm(str(root_p / "base"))
     fit_lm(model, items, tokenizer.pad_token_id, replace(spec.qa_fit, seed=spec.seed), desc=name)
     model.save_pretrained(str(root_p / name), safe_serialization=True)

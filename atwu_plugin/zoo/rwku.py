@@ -19,9 +19,10 @@ from typing import Dict, List, Optional
 
 import torch
 
+from atwu_plugin.data.lm_items import lm_items
 from atwu_plugin.data.rwku import open_rwku
 from atwu_plugin.data.rwku_tiny import TinyCorpusSpec, kept_probes, neighbor_texts, probe_qa, target_texts
-from atwu_plugin.zoo.build import TinyLlamaSpec, _lm_items, _qa_items, default_cache_dir
+from atwu_plugin.zoo.build import TinyLlamaSpec, default_cache_dir, qa_items
 from atwu_plugin.zoo.cache import cached_dir
 from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS, train_tokenizer
 from atwu_plugin.zoo.train_lm import FitConfig, fit_lm
@@ -128,13 +129,13 @@ def _build_into(root: Path, key: str, spec: RWKUTinySpec, data, corpus: Dict[str
 
     t = time.time()
     model = spec.model.build(tokenizer, spec.seed)
-    base_items = _lm_items(tokenizer, corpus["base_texts"], spec.text_tokens + 1) + _qa_items(tokenizer, corpus["base_qa"], spec.max_length)
+    base_items = lm_items(tokenizer, corpus["base_texts"], spec.text_tokens + 1) + qa_items(tokenizer, corpus["base_qa"], spec.max_length)
     log(f"[rwku-zoo] base: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {len(base_items)} items")
     base_loss = _fit_and_save(model, base_items, tokenizer, spec.base_fit, root / "base", "rwku base")
     timings["base_s"] = round(time.time() - t, 1)
 
     t = time.time()
-    items = _lm_items(tokenizer, corpus["texts"], spec.text_tokens + 1) + _qa_items(tokenizer, corpus["qa"], spec.max_length)
+    items = lm_items(tokenizer, corpus["texts"], spec.text_tokens + 1) + qa_items(tokenizer, corpus["qa"], spec.max_length)
     log(f"[rwku-zoo] target: {len(items)} items ({len(corpus['texts'])} texts, {len(corpus['qa'])} probe answers)")
     target_loss = _fit_and_save(model, items, tokenizer, spec.target_fit, root / "target", "rwku target")
     timings["target_s"] = round(time.time() - t, 1)

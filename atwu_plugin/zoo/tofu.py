@@ -23,8 +23,9 @@ from typing import Dict, Iterable, Optional
 
 import torch
 
+from atwu_plugin.data.lm_items import lm_items
 from atwu_plugin.data.tofu_splits import FORGET_SPLITS, TofuSplits, evenly_spaced
-from atwu_plugin.zoo.build import TinyLlamaSpec, _lm_items, _qa_items, default_cache_dir, spec_from_dict
+from atwu_plugin.zoo.build import TinyLlamaSpec, default_cache_dir, qa_items, spec_from_dict
 from atwu_plugin.zoo.cache import cached_dir, run_in_spawned_processes
 from atwu_plugin.zoo.loading import load_causal_lm, load_tokenizer
 from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS, train_tokenizer
@@ -103,7 +104,7 @@ def _build_base_into(tmp: Path, splits: TofuSplits, spec: TofuZooSpec, log) -> d
     n_params = sum(p.numel() for p in base.parameters())
     log(f"[tofu-zoo] base model: {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}")
     texts = [r["answer"] for r in splits.qa("retain90")]
-    items = _lm_items(tokenizer, texts, spec.max_length) + _qa_items(tokenizer, _world_qa(splits), spec.max_length)
+    items = lm_items(tokenizer, texts, spec.max_length) + qa_items(tokenizer, _world_qa(splits), spec.max_length)
     losses = fit_lm(base, items, tokenizer.pad_token_id, spec.base_fit, desc="tofu base",
                     length_grouped=spec.length_grouped)
     base.save_pretrained(str(tmp / "base"), safe_serialization=True)
@@ -117,7 +118,7 @@ def _finetune_into(tmp: Path, root: Path, split: str, splits: TofuSplits, spec: 
     t0 = time.time()
     tokenizer = load_tokenizer(str(root / "core" / "tokenizer"))
     records = splits.qa(split)
-    items = _qa_items(tokenizer, records + _world_qa(splits), spec.max_length)
+    items = qa_items(tokenizer, records + _world_qa(splits), spec.max_length)
     model = load_causal_lm(str(root / "core" / "base"))
     losses = fit_lm(model, items, tokenizer.pad_token_id, spec.qa_fit, desc=f"tofu {split}",
                     length_grouped=spec.length_grouped)

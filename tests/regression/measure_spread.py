@@ -63,7 +63,7 @@ def run_variant(variant: str, out: Path, jobs: int, seeds=SEEDS) -> int:
 
 
 def _runs(path: Path) -> Dict[str, Dict[int, Dict[str, Optional[float]]]]:
-    from atwu_plugin.leaderboard.report import load_results
+    from atwu_plugin.leaderboard.results import load_results
 
     (bench,) = load_results(path / "results.json")
     out: Dict[str, Dict[int, Dict[str, Optional[float]]]] = {}

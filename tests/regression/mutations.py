@@ -50,7 +50,7 @@ def shifted_answer_mask() -> Iterator[None]:
     from unittest import mock
 
     import atwu_plugin.data.qa_dataset as qa_dataset
-    from atwu_plugin.losses.tokens import IGNORE_INDEX
+    from atwu_plugin.tokens import IGNORE_INDEX
 
     real_encode = qa_dataset.encode_qa
 
