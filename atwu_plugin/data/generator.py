@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import yaml
 
 from atwu_plugin.tokens import KIND_IGNORE, KIND_NAMES, KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
+from atwu_plugin.utils.jsonfile import decode_text
 
 GENERATOR_VERSION = "2"  # bump whenever the generated text changes: it keys the model cache
 FORGET_PERCENTS = (1, 5, 10)
@@ -412,12 +413,7 @@ def load_split(path: Union[str, Path]) -> List[dict]:
         raise PermissionError(f"{path}: cannot read benchmark split (permission denied)") from None
     except OSError as e:
         raise OSError(f"{path}: cannot read benchmark split: {e.strerror or e}") from None
-    try:
-        text = data.decode("utf-8-sig")  # tolerate a UTF-8 byte order mark
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise ValueError(f"{path}: not UTF-8 text (invalid byte 0x{data[e.start]:02x} at line {line}); "
-                         "expected a JSON list or JSON Lines file") from None
+    text = decode_text(data, str(path), "a JSON list or JSON Lines file")
     lines = None  # JSON Lines: the line of each record
     if text.lstrip().startswith("["):
         try:

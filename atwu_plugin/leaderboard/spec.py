@@ -57,6 +57,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
+from atwu_plugin.utils.jsonfile import decode_text
+
 __all__ = [
     "SpecError",
     "BenchmarkSpec",
@@ -205,12 +207,7 @@ def load_spec(path, output_dir=None) -> LeaderboardSpec:
         data = path.read_bytes()
     except OSError as e:
         raise SpecError([f"{path}: cannot read spec: {e.strerror or e}"]) from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise SpecError([f"{path}: not UTF-8 text (invalid byte 0x{data[e.start]:02x} at line {line}); "
-                         "expected a YAML leaderboard spec"]) from None
+    text = decode_text(data, str(path), "a YAML leaderboard spec", error=lambda msg: SpecError([msg]))
     try:
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
