@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import torch
 

@@ -103,7 +103,7 @@ def per_rank(m: Model, stage: int, method: str, r: Run) -> dict:
 def memory_table(r: Run) -> str:
     from dataclasses import replace
 
-    rows = [f"| model | GPUs | ZeRO | method | weights+grads+optimizer | reference model | ATWU state | activations (peak) | total / GPU | vs GradDiff |",
+    rows = ["| model | GPUs | ZeRO | method | weights+grads+optimizer | reference model | ATWU state | activations (peak) | total / GPU | vs GradDiff |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for m in MODELS:
         rm = replace(r, gpus=m.gpus)

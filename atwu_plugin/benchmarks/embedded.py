@@ -1,7 +1,6 @@
 """The embedded benchmark: generated fictitious authors with exact token labels and tiny
 Llama models trained locally (``atwu_plugin.zoo``)."""
 
-import json
 import os
 from dataclasses import replace
 from typing import Optional
@@ -11,7 +10,6 @@ from atwu_plugin.benchmarks.zoo_backed import ZooBackedBenchmark
 from atwu_plugin.data.generator import load_split
 from atwu_plugin.data.qa_dataset import QADataset
 from atwu_plugin.zoo.build import DEMO_SPEC, SMOKE_SPEC, ZooSpec, build_zoo
-from atwu_plugin.zoo.loading import load_causal_lm
 
 ZOO_SPECS = {"default": ZooSpec, "smoke": lambda: SMOKE_SPEC, "demo": lambda: replace(DEMO_SPEC)}
 FORGET_SPLITS = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
@@ -86,30 +84,5 @@ class EmbeddedBenchmark(ZooBackedBenchmark):
         }
 
     def evaluator(self, tokenizer, progress=None):
-        from atwu_plugin.evals.lite_eval import LiteEvaluator
-        from atwu_plugin.utils.atomic import atomic_write_json
-
-        retain_model = load_causal_lm(self.retain_model_path)
-        ev = LiteEvaluator(
-            tokenizer,
-            self.template_args,
-            self.eval_splits(),
-            retain_model=retain_model,
-            batch_size=self.eval_batch_size,
-            max_new_tokens=self.max_new_tokens,
-            max_length=self.max_length,
-            progress=progress,
-        )
-        # The retain model's statistics are the same for every cell: cache them with the zoo.
-        path = os.path.join(self.zoo.root, f"reference_stats-{self.forget_split}-{self.max_length}.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                try:
-                    ev.use_reference(json.load(f))
-                    return ev
-                except ValueError:  # stale (fingerprint of another tokenization): recompute
-                    pass
-        stats = ev.reference_stats(retain_model)
-        atomic_write_json(path, stats)
-        ev.use_reference(stats)
-        return ev
+        stats_file = f"reference_stats-{self.forget_split}-{self.max_length}.json"
+        return self.cached_tofu_evaluator(tokenizer, self.eval_splits(), stats_file, progress)

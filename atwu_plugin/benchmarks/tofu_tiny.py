@@ -131,31 +131,5 @@ class TofuTinyBenchmark(ZooBackedBenchmark):
         }
 
     def evaluator(self, tokenizer, progress=None):
-        from atwu_plugin.evals.lite_eval import LiteEvaluator
-        from atwu_plugin.utils.atomic import atomic_write_json
-
-        retain_model = load_causal_lm(self.retain_model_path)
-        ev = LiteEvaluator(
-            tokenizer,
-            self.template_args,
-            self.eval_splits(),
-            retain_model=retain_model,
-            batch_size=self.eval_batch_size,
-            max_new_tokens=self.max_new_tokens,
-            max_length=self.max_length,
-            progress=progress,
-        )
-        # The retain model's statistics are the same for every cell: cache them with the zoo.
-        n = self.n_eval["forget"]
-        path = os.path.join(self.zoo.root, f"reference_stats-{self.forget_split}-{n}-{self.max_length}.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                try:
-                    ev.use_reference(json.load(f))
-                    return ev
-                except ValueError:  # stale (fingerprint of another tokenization): recompute
-                    pass
-        stats = ev.reference_stats(retain_model)
-        atomic_write_json(path, stats)
-        ev.use_reference(stats)
-        return ev
+        stats_file = f"reference_stats-{self.forget_split}-{self.n_eval['forget']}-{self.max_length}.json"
+        return self.cached_tofu_evaluator(tokenizer, self.eval_splits(), stats_file, progress)

