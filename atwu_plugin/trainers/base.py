@@ -56,7 +56,7 @@ class PluginUnlearnTrainer(Trainer):
     _passes_eval_kwargs = False
 
     def __init__(self, *args, evaluators=None, template_args=None, on_nonfinite: str = "stop", **kwargs):
-        from atwu_plugin.guards import check_has_answer_tokens, check_vocab
+        from atwu_plugin.trainers.checks import check_has_answer_tokens, check_vocab
         from atwu_plugin.trainers.guards import install_nonfinite_guard
 
         self.evaluators = evaluators

@@ -92,7 +92,7 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
             )
         from atwu_plugin.zoo.loading import load_causal_lm
 
-        from atwu_plugin.guards import check_vocab
+        from atwu_plugin.trainers.checks import check_vocab
 
         aux = load_causal_lm(path)
         check_vocab(self.host_tokenizer, aux, what=f"aux model {path}")
