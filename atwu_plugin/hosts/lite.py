@@ -19,6 +19,7 @@ from atwu_plugin.hosts.lite_outputs import (  # noqa: F401  (public here)
     resolve_resume_checkpoint,
     save_unlearned_model,
 )
+from atwu_plugin.hosts.lite_cell import run_lite_cell
 from atwu_plugin.hosts.lite_trainer import (  # noqa: F401  (public here)
     CONFIG_DIR,
     build_trainer,
@@ -157,8 +158,6 @@ def run_lite(args) -> int:
         out_dir = cfg["output_dir"] or default_output_dir(prog, cfg)
         check_output_dir(out_dir)
         if args.script == "train":
-            from atwu_plugin.hosts.lite_cell import run_lite_cell
-
             # fail fast (names, keys, ranges) before the benchmark's models are built or loaded
             tcfg = load_trainer_config(cfg["trainer"], cfg["trainer_overrides"], base_args=bench.trainer_args)
             resolve_resume_checkpoint(tcfg.get("args", {}).get("resume_from_checkpoint"), out_dir)
