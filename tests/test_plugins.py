@@ -247,6 +247,51 @@ def test_local_module_failure_names_the_variable(monkeypatch, entry_points, clea
         plugins.discover()
 
 
+def test_weighter_and_loss_entry_points_feed_the_one_registry(entry_points, clean_local):
+    from atwu_plugin.losses.forget import FORGET_LOSSES
+    from atwu_plugin.weighting import WEIGHTERS, TokenWeighter, build_weighter
+
+    class HalfWeighter(TokenWeighter):
+        def compute(self, inputs):
+            return inputs.labels.new_full(inputs.labels.shape, 0.5, dtype=float)
+
+    class MyLoss:
+        pass
+
+    entry_points += [FakeEntryPoint("half", "x", "atwu_plugin.weighters", loader=lambda: HalfWeighter),
+                     FakeEntryPoint("my_loss", "x", "atwu_plugin.forget_losses", loader=lambda: MyLoss)]
+    assert plugins.ENTRY_POINT_GROUPS["weighters"] == "atwu_plugin.weighters"
+    assert plugins.ENTRY_POINT_GROUPS["trainers"] == "open_unlearning.trainers"  # OU's kinds keep OU's groups
+    found = plugins.load_plugins()
+    assert found["weighters"]["half"].obj is HalfWeighter and "fake-dist" in found["weighters"]["half"].source
+    assert WEIGHTERS.get("half") is HalfWeighter and isinstance(build_weighter("half"), HalfWeighter)
+    assert FORGET_LOSSES.get("my_loss") is MyLoss
+
+
+def test_plugin_cannot_take_a_builtin_name(entry_points, clean_local):
+    class NotWGA:
+        pass
+
+    entry_points.append(FakeEntryPoint("wga", "x", "atwu_plugin.weighters", dist_name="rogue", loader=lambda: NotWGA))
+    with pytest.raises(plugins.PluginLoadError, match="token weighter 'wga' from entry point .*rogue.* would replace"):
+        plugins.load_plugins()
+
+
+def test_local_weighter_decorator_takes_a_name(tmp_path, monkeypatch, entry_points, clean_local):
+    (tmp_path / "my_weighter.py").write_text(textwrap.dedent(
+        """
+        from atwu_plugin.plugins import register_weighter
+        from atwu_plugin.weighting import TokenWeighter
+
+        @register_weighter("mine")
+        class MyWeighter(TokenWeighter):
+            pass
+        """))
+    found = plugins.load_plugins(modules=str(tmp_path / "my_weighter.py"))
+    assert set(found["weighters"]) == {"mine"}
+    assert REGISTRIES["weighters"].get("mine").__name__ == "MyWeighter"
+
+
 def test_config_packages_from_entry_points(entry_points):
     entry_points.append(FakeEntryPoint("x", "last_token_ga.configs", "open_unlearning.configs"))
     assert plugins.config_packages() == ["last_token_ga.configs"]
