@@ -2,7 +2,8 @@
 
 Registered into OU's registries through the ``open_unlearning.*`` entry points of setup.cfg
 (``atwu_plugin.hosts.openunlearning_registry``), used by the OU-schema configs
-``configs/data/datasets/RWKU_*.yaml``, ``configs/eval/rwku.yaml`` (+ ``eval/rwku_metrics/``) and ``configs/experiment/{unlearn,eval}/rwku/``.
+``configs/data/datasets/RWKU_*.yaml``, ``configs/eval/rwku.yaml`` (+ ``eval/rwku_metrics/``) and
+``configs/experiment/{unlearn,eval}/rwku/``.
 
 * ``RWKUCorpusDataset`` (dataset handler): the texts to unlearn (or retain) of some targets,
   ``corpus: passage`` (RWKU's forget corpus, the Wikipedia passages, in windows of
