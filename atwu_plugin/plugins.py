@@ -1,19 +1,24 @@
-"""Plugin discovery: methods, datasets, collators, evaluators and metrics from other packages.
+"""Plugin discovery: trainers, weighters, losses, datasets, collators, evaluators and metrics
+from other packages and local modules, fed into the one registry (``atwu_plugin.registry``).
 
 Two ways to contribute, modelled on lm-evaluation-harness (entry points for packaged code,
 ``--plugins`` for local code):
 
-* **Entry points** (zero configuration once the package is installed), in the groups
-  ``open_unlearning.trainers``, ``open_unlearning.datasets``, ``open_unlearning.collators``,
-  ``open_unlearning.evaluators`` and ``open_unlearning.metrics``::
+* **Entry points** (zero configuration once the package is installed). OpenUnlearning's
+  kinds keep OpenUnlearning's group names, ``open_unlearning.trainers``,
+  ``open_unlearning.datasets``, ``open_unlearning.collators``, ``open_unlearning.evaluators``
+  and ``open_unlearning.metrics``; this package's own kinds are ``atwu_plugin.weighters``,
+  ``atwu_plugin.forget_losses`` and ``atwu_plugin.retain_losses``::
 
       [options.entry_points]
       open_unlearning.trainers =
           LastTokenGA = last_token_ga.trainer:LastTokenGA
+      atwu_plugin.weighters =
+          last_token = last_token_ga.weighter:LastTokenWeighter
 
   The value is a class (registered under the entry point's name; OpenUnlearning also finds
-  it under its ``__name__``), a module (imported for its ``register_*`` decorators), or a
-  zero-argument callable returning a class, a list of classes or a ``{name: class}`` dict.
+  a trainer under its ``__name__``), a module (imported for its ``register_*`` decorators), or
+  a zero-argument callable returning a class, a list of classes or a ``{name: class}`` dict.
   In ``open_unlearning.metrics`` a plain function is the metric function itself (wrapped in
   OpenUnlearning's ``UnlearningMetric`` under the entry point's name).
   A package can also ship Hydra configs: ``open_unlearning.configs`` entries name a Python
@@ -21,16 +26,22 @@ Two ways to contribute, modelled on lm-evaluation-harness (entry points for pack
   search path by ``hydra_plugins/atwu_plugin_searchpath``.
 
 * **Local modules**, not packaged: ``ATWU_PLUGIN_MODULES=my_method,/path/to/other.py``
-  (comma-separated importable names or ``.py`` paths; ``atwu-unlearn --plugins`` sets it).
-  A module registers with the decorators of this module::
+  (comma-separated importable names or ``.py`` paths; ``atwu-unlearn --plugins`` and
+  ``atwu-leaderboard --plugins`` set it). A module registers with the decorators of this
+  module::
 
-      from atwu_plugin.plugins import register_trainer
+      from atwu_plugin.plugins import register_trainer, register_weighter
 
       @register_trainer
       class MyMethod(PluginUnlearnTrainer): ...
 
-``register_into_openunlearning()`` pushes everything (and this package's own trainers) into
-OpenUnlearning's registries. Nothing here imports OpenUnlearning (or torch) at import time.
+      @register_weighter("my_weighter")
+      class MyWeighter(TokenWeighter): ...
+
+``load_plugins()`` registers everything found into ``atwu_plugin.registry.REGISTRIES``; the
+hosts call it (``atwu_plugin.hosts.components``; the OpenUnlearning host then pushes the
+OpenUnlearning kinds into OU's own registries, ``atwu_plugin.hosts.openunlearning_registry``).
+Nothing here imports torch or OpenUnlearning.
 """
 
 import importlib
@@ -42,18 +53,18 @@ import types
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 logger = logging.getLogger(__name__)
 
-ENTRY_POINT_PREFIX = "open_unlearning."
-GROUPS = ("trainers", "datasets", "collators", "evaluators", "metrics")
+ENTRY_POINT_PREFIX = "open_unlearning."  # OpenUnlearning's kinds keep OpenUnlearning's group names
+OU_GROUPS = ("trainers", "datasets", "collators", "evaluators", "metrics")
+ATWU_ENTRY_POINT_PREFIX = "atwu_plugin."  # kinds only this package has
+ATWU_GROUPS = ("weighters", "forget_losses", "retain_losses")
+GROUPS = OU_GROUPS + ATWU_GROUPS
+ENTRY_POINT_GROUPS = {g: (ENTRY_POINT_PREFIX if g in OU_GROUPS else ATWU_ENTRY_POINT_PREFIX) + g for g in GROUPS}
 CONFIGS_GROUP = ENTRY_POINT_PREFIX + "configs"
 ENV_MODULES = "ATWU_PLUGIN_MODULES"
-ENV_VERBOSE = "ATWU_PLUGIN_VERBOSE"
-
-# OpenUnlearning's top-level module names (its ``src/`` is on sys.path when its scripts run).
-OU_MODULES = {"trainer": "trainer", "data": "data", "evals": "evals", "metrics": "evals.metrics"}
 
 
 class PluginLoadError(RuntimeError):
@@ -82,6 +93,9 @@ def _add(registry: Dict[str, PluginItem], item: PluginItem) -> None:
 
 
 def _register(group: str, obj=None, *, name: Optional[str] = None):
+    if isinstance(obj, str):  # @register_weighter("name"), as weighting.register_weighter
+        obj, name = None, obj
+
     def deco(target):
         item_name = name or getattr(target, "__name__", None) or getattr(target, "name", None)
         if not item_name:
@@ -113,6 +127,22 @@ def register_evaluator(obj=None, *, name: Optional[str] = None):
 def register_metric(obj=None, *, name: Optional[str] = None):
     """Decorator for a metric function ``fn(model, **kwargs) -> dict`` (or an OU metric object)."""
     return _register("metrics", obj, name=name)
+
+
+def register_weighter(obj=None, *, name: Optional[str] = None):
+    """Decorator: register a ``TokenWeighter`` class (``method_args.weighter.name``);
+    ``@register_weighter("my_weighter")`` names it."""
+    return _register("weighters", obj, name=name)
+
+
+def register_forget_loss(obj=None, *, name: Optional[str] = None):
+    """Decorator: register a forget loss class (``method_args.forget_loss.name``)."""
+    return _register("forget_losses", obj, name=name)
+
+
+def register_retain_loss(obj=None, *, name: Optional[str] = None):
+    """Decorator: register a retain loss class (``method_args.retain_loss.name``)."""
+    return _register("retain_losses", obj, name=name)
 
 
 # ---- entry points -----------------------------------------------------------------------
@@ -157,9 +187,10 @@ def _expand(group: str, name: str, obj: Any, source: str) -> List[PluginItem]:
 
 
 def load_entry_points(group: str) -> List[PluginItem]:
-    """Load every ``open_unlearning.<group>`` entry point; a failure names the entry point."""
+    """Load every entry point of ``group`` (``ENTRY_POINT_GROUPS[group]``, e.g.
+    ``open_unlearning.trainers``); a failure names the entry point."""
     items = []
-    for ep in _entry_points(ENTRY_POINT_PREFIX + group):
+    for ep in _entry_points(ENTRY_POINT_GROUPS[group]):
         source = _describe(ep)
         try:
             obj = ep.load()
@@ -226,30 +257,17 @@ def load_local_modules(value: Optional[str] = None) -> List[types.ModuleType]:
 
 
 # ---- discovery --------------------------------------------------------------------------
-def builtin_items(groups: Iterable[str] = GROUPS) -> List[PluginItem]:
-    """This package's own trainers (imports torch/transformers: call only when needed)."""
-    if "trainers" not in groups:
-        return []
-    from atwu_plugin.trainers import TRAINERS, get_trainer_class
-
-    if not TRAINERS.names():
-        get_trainer_class("TokenWeightedUnlearn")  # populates the built-ins
-    return [PluginItem("trainers", n, TRAINERS.get(n), "atwu-plugin") for n in TRAINERS.names()]
-
-
-def discover(groups: Iterable[str] = GROUPS, include_builtin: bool = True, modules: Optional[str] = None) -> Dict[str, Dict[str, PluginItem]]:
-    """Everything that should be registered, by group then name.
-
-    Order: this package's trainers, entry points, local modules. The same object under the
-    same name twice is fine (our own entry points list our built-ins); two different objects
-    under one name are an error naming both sources.
-    """
+def discover(groups: Iterable[str] = GROUPS, modules: Optional[str] = None) -> Dict[str, Dict[str, PluginItem]]:
+    """Every plugin, by group then name: entry points, then local modules (``modules`` or
+    ``ATWU_PLUGIN_MODULES``). The same object under the same name twice is fine (our own entry
+    points list our built-ins); two different objects under one name are an error naming
+    both sources."""
     groups = tuple(groups)
     unknown = set(groups) - set(GROUPS)
     if unknown:
         raise ValueError(f"unknown plugin groups {sorted(unknown)}; expected some of {GROUPS}")
     found: Dict[str, Dict[str, PluginItem]] = {g: {} for g in groups}
-    items: List[PluginItem] = list(builtin_items(groups)) if include_builtin else []
+    items: List[PluginItem] = []
     for group in groups:
         items.extend(load_entry_points(group))
     load_local_modules(modules)
@@ -260,143 +278,31 @@ def discover(groups: Iterable[str] = GROUPS, include_builtin: bool = True, modul
     return found
 
 
-# ---- OpenUnlearning ---------------------------------------------------------------------
-def _looks_like_ou(mods: Dict[str, types.ModuleType]) -> bool:
-    return (
-        hasattr(mods.get("trainer"), "TRAINER_REGISTRY")
-        and hasattr(mods.get("trainer"), "_register_trainer")
-        and hasattr(mods.get("data"), "_register_data")
-        and hasattr(mods.get("evals"), "EVALUATOR_REGISTRY")
-        and hasattr(mods.get("metrics"), "METRICS_REGISTRY")
-    )
+_FED: Dict[Tuple[Tuple[str, ...], Tuple[str, ...]], Dict[str, Dict[str, PluginItem]]] = {}
 
 
-def _ou_src_dir() -> Optional[Path]:
-    """OU's ``src/`` if the importable ``trainer`` package is OU's (checked on disk, not imported)."""
-    try:
-        spec = importlib.util.find_spec("trainer")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.origin:
-        return None
-    src = Path(spec.origin).resolve().parent.parent
-    needed = ("trainer/unlearn/base.py", "data/__init__.py", "evals/__init__.py", "evals/metrics/__init__.py")
-    return src if all((src / n).is_file() for n in needed) else None
+def load_plugins(groups: Iterable[str] = GROUPS, modules: Optional[str] = None) -> Dict[str, Dict[str, PluginItem]]:
+    """Discover the plugins of ``groups`` and register them into the one registry
+    (``atwu_plugin.registry.REGISTRIES``); returns what :func:`discover` found.
 
+    Once per set of groups and plugin modules (a host calls it before every lookup). A
+    plugin whose name is taken by another object (e.g. a weighter named ``wga``) is a
+    ``PluginLoadError`` naming the plugin."""
+    from atwu_plugin.registry import REGISTRIES
 
-def openunlearning_modules(import_modules: Optional[bool] = None) -> Optional[Dict[str, types.ModuleType]]:
-    """OpenUnlearning's registry modules, or None when OU is not there.
-
-    ``import_modules``: True imports them; False uses only modules already imported (OU's
-    ``train.py``/``eval.py`` import them before Hydra starts); None (default) imports them
-    only if ``trainer`` resolves to an OU ``src/`` tree, so that an unrelated top-level
-    ``data`` or ``trainer`` module of another Hydra app is never imported.
-    """
-    if import_modules is None:
-        import_modules = _ou_src_dir() is not None
-    mods = {}
-    for key, name in OU_MODULES.items():
-        mod = sys.modules.get(name)
-        if mod is None and import_modules:
-            try:
-                mod = importlib.import_module(name)
-            except ImportError as err:
-                logger.debug("OpenUnlearning not importable (%s): %s", name, err)
-                return None
-        if mod is None:
-            return None
-        mods[key] = mod
-    if _looks_like_ou(mods):
-        return mods
-    if hasattr(mods.get("trainer"), "TRAINER_REGISTRY"):  # OU, but not the registry API we know
-        logger.warning(
-            "OpenUnlearning's registries do not have the expected names (TRAINER_REGISTRY, _register_trainer, "
-            "_register_data, EVALUATOR_REGISTRY, METRICS_REGISTRY): plugin classes were not registered"
-        )
-    return None
-
-
-_WRAPPED_METRICS: Dict[tuple, Any] = {}
-
-
-def _ou_metric(name: str, obj: Any, metrics_mod) -> Any:
-    if hasattr(obj, "evaluate") and hasattr(obj, "name"):
-        return obj
-    if callable(obj):
-        from evals.metrics.base import UnlearningMetric  # OU, present since metrics_mod is
-
-        key = (name, obj, id(metrics_mod))
-        if key not in _WRAPPED_METRICS:
-            _WRAPPED_METRICS[key] = UnlearningMetric(name=name, metric_fn=obj)
-        return _WRAPPED_METRICS[key]
-    raise PluginLoadError(f"metric {name!r}: expected a function or an UnlearningMetric, got {obj!r}")
-
-
-def _put(registry: dict, registrar: Optional[Callable], key: str, obj: Any, item: PluginItem, kind: str) -> bool:
-    existing = registry.get(key)
-    if existing is obj:
-        return False
-    if existing is not None and "_atwu_plugin_source" not in getattr(existing, "__dict__", {}):
-        where = f"{getattr(existing, '__module__', '?')}.{getattr(existing, '__qualname__', existing)}"
-        raise PluginLoadError(
-            f"{kind} {key!r} from {item.source} would replace OpenUnlearning's {where}; rename the plugin's {kind}"
-        )
-    if registrar is not None and getattr(obj, "__name__", None) == key:
-        registrar(obj)
-    else:
-        registry[key] = obj
-    return True
-
-
-def _mark(obj: Any, source: str) -> Any:
-    try:
-        obj._atwu_plugin_source = source
-    except (AttributeError, TypeError):  # builtins/extension types: cannot tag, harmless
-        pass
-    return obj
-
-
-def register_into_openunlearning(import_modules: Optional[bool] = None, modules: Optional[str] = None) -> Dict[str, List[str]]:
-    """Register this package's trainers and all plugins into OpenUnlearning's registries.
-
-    Idempotent. Returns ``{group: [names registered by this call]}``; returns ``{}`` (and
-    logs at debug level) when OpenUnlearning is not importable. Raises ``PluginLoadError``
-    when an entry point or plugin module fails to load, or a name would replace one of
-    OpenUnlearning's own classes.
-    """
-    ou = openunlearning_modules(import_modules)
-    if ou is None:
-        logger.debug("OpenUnlearning's registries are not importable: nothing registered")
-        return {}
-    from atwu_plugin.hosts.openunlearning import rebase_on_openunlearning
-
-    found = discover(GROUPS, include_builtin=True, modules=modules)
-    done: Dict[str, List[str]] = {g: [] for g in GROUPS}
-    trainer_mod, data_mod, evals_mod, metrics_mod = ou["trainer"], ou["data"], ou["evals"], ou["metrics"]
-    for name, item in found["trainers"].items():
-        cls = _mark(rebase_on_openunlearning(item.obj), item.source)
-        if _put(trainer_mod.TRAINER_REGISTRY, trainer_mod._register_trainer, name, cls, item, "trainer"):
-            done["trainers"].append(name)
-        if cls.__name__ != name:  # OU keys by __name__: make the class findable both ways
-            _put(trainer_mod.TRAINER_REGISTRY, None, cls.__name__, cls, item, "trainer")
-    for name, item in found["datasets"].items():
-        if _put(data_mod.DATASET_REGISTRY, data_mod._register_data, name, _mark(item.obj, item.source), item, "dataset"):
-            done["datasets"].append(name)
-    for name, item in found["collators"].items():
-        if _put(data_mod.COLLATOR_REGISTRY, data_mod._register_collator, name, _mark(item.obj, item.source), item, "collator"):
-            done["collators"].append(name)
-    for name, item in found["evaluators"].items():
-        registrar = getattr(evals_mod, "_register_evaluator", None)
-        if _put(evals_mod.EVALUATOR_REGISTRY, registrar, name, _mark(item.obj, item.source), item, "evaluator"):
-            done["evaluators"].append(name)
-    for name, item in found["metrics"].items():
-        metric = _mark(_ou_metric(name, item.obj, metrics_mod), item.source)
-        # OU keys metrics by metric.name; a plugin's name is its entry point / decorator name
-        if _put(metrics_mod.METRICS_REGISTRY, None, name, metric, item, "metric"):
-            done["metrics"].append(name)
-    summary = {g: names for g, names in done.items() if names}
-    if summary:
-        logger.info("registered into OpenUnlearning: %s", summary)
-        if os.environ.get(ENV_VERBOSE):
-            print(f"[atwu-plugin] registered into OpenUnlearning: {summary}", file=sys.stderr)
-    return summary
+    groups = tuple(groups)
+    key = (groups, tuple(local_module_specs(modules)))
+    if key in _FED:
+        return _FED[key]
+    found = discover(groups, modules)
+    for group, items in found.items():
+        registry = REGISTRIES[group]
+        for name, item in items.items():
+            if name in registry and registry.get(name) is not item.obj:
+                known = registry.get(name)
+                where = f"{getattr(known, '__module__', '?')}.{getattr(known, '__qualname__', known)}"
+                raise PluginLoadError(f"{registry.kind} {name!r} from {item.source} would replace {where}; "
+                                      f"rename the plugin's {registry.kind}")
+            registry.register(name)(item.obj)
+    _FED[key] = found
+    return found

@@ -1,6 +1,11 @@
-"""Tiny name -> class registries with errors that list what is available.
+"""Tiny name -> class registries with errors that list what is available, and the one
+registry of components both hosts read.
 
-Pure Python (no torch): used by ``losses``, ``weighting``, ``trainers`` and ``evals``.
+``REGISTRIES`` holds, by group, every trainer, token weighter, forget/retain loss, dataset,
+collator, evaluator and metric. It is fed by the package itself (each module registers its
+classes when imported), by entry points and by ``--plugins`` modules
+(``atwu_plugin.plugins.load_plugins``); the lite host and the OpenUnlearning host read it
+(``atwu_plugin.hosts.components``). Pure Python (no torch).
 """
 
 import math
@@ -45,6 +50,27 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         return name in self._items
+
+
+# ---- the one registry, by group (the plugin groups of atwu_plugin.plugins) -----------------
+TRAINERS: Registry = Registry("trainer")
+WEIGHTERS: Registry = Registry("token weighter")
+FORGET_LOSSES: Registry = Registry("forget loss")
+RETAIN_LOSSES: Registry = Registry("retain loss")
+DATASETS: Registry = Registry("dataset")
+COLLATORS: Registry = Registry("collator")
+EVALUATORS: Registry = Registry("evaluator")
+METRICS: Registry = Registry("metric")
+REGISTRIES: Dict[str, Registry] = {
+    "trainers": TRAINERS,
+    "weighters": WEIGHTERS,
+    "forget_losses": FORGET_LOSSES,
+    "retain_losses": RETAIN_LOSSES,
+    "datasets": DATASETS,
+    "collators": COLLATORS,
+    "evaluators": EVALUATORS,
+    "metrics": METRICS,
+}
 
 
 def check_number(

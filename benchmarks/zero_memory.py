@@ -95,7 +95,7 @@ def zero_sizes(tmp: Path, steps: int) -> list:
     sys.path.insert(0, str(SCRIPT.parent))
     from _train_zero import prepare_work
 
-    from atwu_plugin.cli.accelerate_config import write_config
+    from atwu_plugin.hosts.accelerate import write_config
 
     cfg = write_config("zero3_cpu", str(tmp / "zero3_cpu.yaml"), num_processes=2)
     rows = []

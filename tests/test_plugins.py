@@ -16,6 +16,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from atwu_plugin import plugins
+from atwu_plugin.hosts import openunlearning_registry as ou_registry
+from atwu_plugin.hosts.components import register_builtins
+from atwu_plugin.registry import REGISTRIES
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "atwu_plugin" / "configs"
@@ -59,9 +62,17 @@ def entry_points(monkeypatch):
 
 @pytest.fixture
 def clean_local(monkeypatch):
+    """No local plugin modules, nothing loaded yet, and the one registry restored afterwards."""
     monkeypatch.setattr(plugins, "_LOCAL", {g: {} for g in plugins.GROUPS})
     monkeypatch.setattr(plugins, "_LOADED_LOCAL", {})
+    monkeypatch.setattr(plugins, "_FED", {})
     monkeypatch.delenv(plugins.ENV_MODULES, raising=False)
+    register_builtins()  # before the snapshot: they stay registered once their modules are imported
+    saved = {g: dict(r._items) for g, r in REGISTRIES.items()}
+    yield
+    for g, r in REGISTRIES.items():
+        r._items.clear()
+        r._items.update(saved[g])
 
 
 FAKE_OU = {
@@ -155,7 +166,7 @@ def _placeholder_trainer():
 def test_entry_point_class_is_discovered(entry_points, clean_local):
     entry_points.append(FakeEntryPoint("MyTrainer", "collections:OrderedDict", "open_unlearning.trainers"))
     entry_points.append(FakeEntryPoint("my_metric", "os.path:join", "open_unlearning.metrics"))
-    found = plugins.discover(include_builtin=False)
+    found = plugins.discover()
     import collections
 
     assert found["trainers"]["MyTrainer"].obj is collections.OrderedDict
@@ -171,7 +182,7 @@ def test_entry_point_callable_hook_returns_classes(entry_points, clean_local):
         pass
 
     entry_points.append(FakeEntryPoint("hook", "x:y", "open_unlearning.datasets", loader=lambda: (lambda: [A, B])))
-    found = plugins.discover(["datasets"], include_builtin=False)
+    found = plugins.discover(["datasets"])
     assert set(found["datasets"]) == {"A", "B"}
 
 
@@ -186,7 +197,7 @@ def test_broken_entry_point_names_itself_and_its_package(entry_points, clean_loc
         FakeEntryPoint("Broken", "no_such_module_xyz:Thing", "open_unlearning.trainers", dist_name="broken-pkg")
     )
     with pytest.raises(plugins.PluginLoadError) as err:
-        plugins.discover(include_builtin=False)
+        plugins.discover()
     msg = str(err.value)
     assert "'Broken'" in msg and "broken-pkg" in msg and "no_such_module_xyz" in msg and "open_unlearning.trainers" in msg
 
@@ -195,7 +206,7 @@ def test_two_plugins_same_name_is_an_error(entry_points, clean_local):
     entry_points.append(FakeEntryPoint("Same", "collections:OrderedDict", "open_unlearning.trainers", dist_name="a"))
     entry_points.append(FakeEntryPoint("Same", "collections:Counter", "open_unlearning.trainers", dist_name="b"))
     with pytest.raises(plugins.PluginLoadError, match="provided twice"):
-        plugins.discover(include_builtin=False)
+        plugins.discover()
 
 
 def test_local_module_by_path_and_by_name(tmp_path, monkeypatch, entry_points, clean_local):
@@ -219,21 +230,66 @@ def test_local_module_by_path_and_by_name(tmp_path, monkeypatch, entry_points, c
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv(plugins.ENV_MODULES, f"{tmp_path / 'my_local_method.py'}, pkg_method")
-    found = plugins.discover(include_builtin=False)
+    found = plugins.discover()
     assert "LocalMethod" in found["trainers"]
     assert "local_metric" in found["metrics"]
     assert "LocalCollator" in found["collators"]
     # imported once: a second discovery does not re-execute (no "provided twice")
-    assert set(plugins.discover(include_builtin=False)["trainers"]) == {"LocalMethod"}
+    assert set(plugins.discover()["trainers"]) == {"LocalMethod"}
 
 
 def test_local_module_failure_names_the_variable(monkeypatch, entry_points, clean_local):
     monkeypatch.setenv(plugins.ENV_MODULES, "no_such_plugin_module_xyz")
     with pytest.raises(plugins.PluginLoadError, match=f"no_such_plugin_module_xyz.*{plugins.ENV_MODULES}"):
-        plugins.discover(include_builtin=False)
+        plugins.discover()
     monkeypatch.setenv(plugins.ENV_MODULES, "/nonexistent/dir/plugin.py")
     with pytest.raises(plugins.PluginLoadError, match="no such file"):
-        plugins.discover(include_builtin=False)
+        plugins.discover()
+
+
+def test_weighter_and_loss_entry_points_feed_the_one_registry(entry_points, clean_local):
+    from atwu_plugin.losses.forget import FORGET_LOSSES
+    from atwu_plugin.weighting import WEIGHTERS, TokenWeighter, build_weighter
+
+    class HalfWeighter(TokenWeighter):
+        def compute(self, inputs):
+            return inputs.labels.new_full(inputs.labels.shape, 0.5, dtype=float)
+
+    class MyLoss:
+        pass
+
+    entry_points += [FakeEntryPoint("half", "x", "atwu_plugin.weighters", loader=lambda: HalfWeighter),
+                     FakeEntryPoint("my_loss", "x", "atwu_plugin.forget_losses", loader=lambda: MyLoss)]
+    assert plugins.ENTRY_POINT_GROUPS["weighters"] == "atwu_plugin.weighters"
+    assert plugins.ENTRY_POINT_GROUPS["trainers"] == "open_unlearning.trainers"  # OU's kinds keep OU's groups
+    found = plugins.load_plugins()
+    assert found["weighters"]["half"].obj is HalfWeighter and "fake-dist" in found["weighters"]["half"].source
+    assert WEIGHTERS.get("half") is HalfWeighter and isinstance(build_weighter("half"), HalfWeighter)
+    assert FORGET_LOSSES.get("my_loss") is MyLoss
+
+
+def test_plugin_cannot_take_a_builtin_name(entry_points, clean_local):
+    class NotWGA:
+        pass
+
+    entry_points.append(FakeEntryPoint("wga", "x", "atwu_plugin.weighters", dist_name="rogue", loader=lambda: NotWGA))
+    with pytest.raises(plugins.PluginLoadError, match="token weighter 'wga' from entry point .*rogue.* would replace"):
+        plugins.load_plugins()
+
+
+def test_local_weighter_decorator_takes_a_name(tmp_path, monkeypatch, entry_points, clean_local):
+    (tmp_path / "my_weighter.py").write_text(textwrap.dedent(
+        """
+        from atwu_plugin.plugins import register_weighter
+        from atwu_plugin.weighting import TokenWeighter
+
+        @register_weighter("mine")
+        class MyWeighter(TokenWeighter):
+            pass
+        """))
+    found = plugins.load_plugins(modules=str(tmp_path / "my_weighter.py"))
+    assert set(found["weighters"]) == {"mine"}
+    assert REGISTRIES["weighters"].get("mine").__name__ == "MyWeighter"
 
 
 def test_config_packages_from_entry_points(entry_points):
@@ -245,8 +301,8 @@ def test_config_packages_from_entry_points(entry_points):
 def test_no_openunlearning_is_a_silent_noop(clean_local, entry_points):
     for name in ("trainer", "data", "evals"):
         assert name not in sys.modules or not hasattr(sys.modules[name], "TRAINER_REGISTRY")
-    assert plugins.register_into_openunlearning() == {}
-    assert plugins.openunlearning_modules(import_modules=False) is None
+    assert ou_registry.register_into_openunlearning() == {}
+    assert ou_registry.openunlearning_modules(import_modules=False) is None
 
 
 def test_auto_mode_does_not_import_unrelated_modules(tmp_path, monkeypatch, clean_local, entry_points):
@@ -255,14 +311,13 @@ def test_auto_mode_does_not_import_unrelated_modules(tmp_path, monkeypatch, clea
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop("trainer", None)
     try:
-        assert plugins.register_into_openunlearning() == {}
+        assert ou_registry.register_into_openunlearning() == {}
     finally:
         sys.modules.pop("trainer", None)
 
 
 def test_register_into_fake_openunlearning(fake_ou, entry_points, clean_local, monkeypatch):
     placeholder = _placeholder_trainer()
-    monkeypatch.setattr(plugins, "builtin_items", lambda groups=plugins.GROUPS: [plugins.PluginItem("trainers", "PlaceholderMethod", placeholder, "atwu-plugin")])
 
     class MyDataset:
         pass
@@ -274,13 +329,14 @@ def test_register_into_fake_openunlearning(fake_ou, entry_points, clean_local, m
         return {"agg_value": 0.5}
 
     entry_points += [
+        FakeEntryPoint("PlaceholderMethod", "x", "open_unlearning.trainers", loader=lambda: placeholder),
         FakeEntryPoint("MyDataset", "x", "open_unlearning.datasets", loader=lambda: MyDataset),
         FakeEntryPoint("MyEvaluator", "x", "open_unlearning.evaluators", loader=lambda: MyEvaluator),
         FakeEntryPoint("my_metric", "x", "open_unlearning.metrics", loader=lambda: my_metric),
     ]
-    done = plugins.register_into_openunlearning()  # auto mode: `trainer` resolves to an OU-shaped src/
+    done = ou_registry.register_into_openunlearning()  # auto mode: `trainer` resolves to an OU-shaped src/
     assert done == {
-        "trainers": ["PlaceholderMethod"],
+        "trainers": ["ATWU", "PlaceholderMethod", "TokenWeightedUnlearn"],  # this package's and the plugins'
         "datasets": ["MyDataset"],
         "evaluators": ["MyEvaluator"],
         "metrics": ["my_metric"],
@@ -298,20 +354,18 @@ def test_register_into_fake_openunlearning(fake_ou, entry_points, clean_local, m
     metric = evals.metrics.METRICS_REGISTRY["my_metric"]
     assert metric.name == "my_metric" and metric.evaluate(None) == {"agg_value": 0.5}
     # idempotent: nothing new, same objects
-    assert plugins.register_into_openunlearning() == {}
+    assert ou_registry.register_into_openunlearning() == {}
     assert trainer.TRAINER_REGISTRY["PlaceholderMethod"] is cls
     assert evals.metrics.METRICS_REGISTRY["my_metric"] is metric
 
 
 def test_plugin_cannot_replace_an_openunlearning_class(fake_ou, entry_points, clean_local, monkeypatch):
-    monkeypatch.setattr(plugins, "builtin_items", lambda groups=plugins.GROUPS: [])
-
     class GradDiff:  # same name as the stand-in OU's own trainer
         pass
 
     entry_points.append(FakeEntryPoint("GradDiff", "x", "open_unlearning.trainers", loader=lambda: GradDiff))
     with pytest.raises(plugins.PluginLoadError, match="would replace OpenUnlearning's"):
-        plugins.register_into_openunlearning(import_modules=True)
+        ou_registry.register_into_openunlearning(import_modules=True)
 
 
 def test_rebase_mro_and_constructor(fake_ou, tmp_path):
@@ -355,7 +409,7 @@ def test_search_path_plugin_appends_config_dirs(entry_points, monkeypatch):
 
     entry_points.append(FakeEntryPoint("x", "third_party.configs", "open_unlearning.configs"))
     calls = []
-    monkeypatch.setattr(plugins, "register_into_openunlearning", lambda **kw: calls.append(kw) or {})
+    monkeypatch.setattr(ou_registry, "register_into_openunlearning", lambda **kw: calls.append(kw) or {})
 
     from hydra_plugins.atwu_plugin_searchpath import ATWUPluginSearchPathPlugin
 

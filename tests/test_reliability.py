@@ -22,7 +22,8 @@ from atwu_plugin.cli import unlearn as unlearn_cli
 from atwu_plugin.data.encoding import encode_qa
 from atwu_plugin.data.generator import load_split
 from atwu_plugin.data.qa_dataset import ForgetRetainDataset, QADataset
-from atwu_plugin.guards import check_has_answer_tokens, check_vocab, validate_trainer_config
+from atwu_plugin.hosts.checks import validate_trainer_config
+from atwu_plugin.trainers.checks import check_has_answer_tokens, check_vocab
 from atwu_plugin.hosts.lite import build_trainer, load_trainer_config, parse_lite_overrides
 from atwu_plugin.registry import UnknownNameError
 from atwu_plugin.trainers.guards import NonFiniteLossError, NonFiniteLossGuard

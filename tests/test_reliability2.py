@@ -464,7 +464,7 @@ def test_default_output_dir_depends_on_model_path():
 
 # ---- 14. smaller ones --------------------------------------------------------------------------------------
 def test_token_log_trimmed_on_rerun(tmp_path):
-    from atwu_plugin.leaderboard.cells import _trim_token_log
+    from atwu_plugin.hosts.lite_cell import _trim_token_log
 
     log = tmp_path / "token_weights.jsonl"
     log.write_text("".join(json.dumps({"step": s, "weights": [1.0]}) + "\n" for s in (10, 20, 30)) + '{"step": 4')

@@ -123,7 +123,7 @@ def test_smoke_benchmark_interface(smoke):
 
 
 def test_smoke_cell_runs_and_reports_every_metric(smoke, tmp_path):
-    from atwu_plugin.leaderboard.cells import run_lite_cell
+    from atwu_plugin.hosts.lite_cell import run_lite_cell
 
     run = run_lite_cell(smoke, "TW_GradDiff", {"args.num_train_epochs": 1}, seed=0, out_dir=str(tmp_path), log=lambda *a: None)
     m = run["metrics"]

@@ -34,7 +34,7 @@ pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from atwu_plugin.cli.accelerate_config import write_config  # noqa: E402
+from atwu_plugin.hosts.accelerate import write_config  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parents[1]

@@ -13,7 +13,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
 
-from atwu_plugin.cli.accelerate_config import ACCELERATE_DIR, config_names, main as config_main, resolved_config
+from atwu_plugin.cli.accelerate_config import main as config_main
+from atwu_plugin.hosts.accelerate import ACCELERATE_DIR, config_names, resolved_config
 from atwu_plugin.trainers import zero
 
 

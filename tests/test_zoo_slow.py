@@ -47,7 +47,7 @@ def test_second_build_reuses_the_cache(bench):
 
 
 def test_graddiff_forgets_and_keeps_retain(bench, target_quality):
-    from atwu_plugin.leaderboard.cells import run_lite_cell
+    from atwu_plugin.hosts.lite_cell import run_lite_cell
 
     run = run_lite_cell(bench, "TW_GradDiff", {"args.learning_rate": 5e-5}, 0, "/tmp/atwu-test-graddiff", log=lambda *a: None)
     m = run["metrics"]

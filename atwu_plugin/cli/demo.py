@@ -70,7 +70,7 @@ def prepare_benchmarks(spec, cache_dir: Optional[str]):
     bad trainer override) before any model is built."""
     from dataclasses import replace
 
-    from atwu_plugin.guards import make_benchmark
+    from atwu_plugin.hosts.checks import make_benchmark
     from atwu_plugin.hosts.lite import load_trainer_config
 
     if spec.host != "lite":

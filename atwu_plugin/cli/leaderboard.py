@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run nothing: aggregate finished cells into results.json and the reports")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failing cell")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--plugins", default=None, metavar="MODULES",
+                   help="comma-separated plugin modules or .py files with trainers/weighters/losses "
+                        "(sets $ATWU_PLUGIN_MODULES; see atwu_plugin.plugins)")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="run N cells at once in worker processes, one thread each (default 1); "
                         "tiny-model cells are single-threaded either way, so results do not depend on N")
@@ -76,6 +79,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.jobs < 1:
         print(f"{PROG}: error: --jobs {args.jobs}: expected a positive integer", file=sys.stderr)
         return 2
+    if args.plugins:
+        import os
+
+        from atwu_plugin.plugins import ENV_MODULES
+
+        os.environ[ENV_MODULES] = args.plugins  # read by the hosts, inherited by --jobs workers
     try:
         spec = load_spec(args.spec, output_dir=args.output_dir)
         check_output_dir(spec.output_dir, "leaderboard output_dir")

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from atwu_plugin.trainers.adapters import merge_adapter
+    from atwu_plugin.zoo.merged_adapter import merge_adapter
 
     try:
         out = merge_adapter(args.adapter_dir, args.out, base_path=args.base, overwrite=args.overwrite)

@@ -1,112 +1,35 @@
-"""The lite host: runs plugin trainers on ``transformers.Trainer`` without OpenUnlearning.
+"""The lite host: one unlearning or evaluation job (``atwu-unlearn`` / ``atwu-eval`` without
+OpenUnlearning) on ``transformers.Trainer``.
 
-It reads the same trainer configs as OU (``handler:`` + ``method_args`` + ``args``), with
-CPU-friendly ``TrainingArguments`` defaults from ``configs/lite/trainer_args.yaml`` in place
-of OU's ``trainer/finetune.yaml``.
+The job's parts live beside it: ``lite_trainer`` (trainer configs -> a trainer),
+``lite_cell`` (one unlearning run, evaluated), ``lite_outputs`` (saved model, checkpoints,
+Ctrl-C) and ``checks`` (everything checked before a model is loaded); their public names are
+importable from here too.
 """
 
-import contextlib
 import json
 import os
-from pathlib import Path
-from typing import Optional
 
-from omegaconf import DictConfig, OmegaConf
-from transformers import TrainerCallback, TrainingArguments
+from atwu_plugin.hosts.checks import check_max_positions, make_benchmark  # noqa: F401  (public here)
+from atwu_plugin.hosts.lite_outputs import (  # noqa: F401  (public here)
+    MODEL_DIR_NAME,
+    RUN_CONFIG_FILE,
+    StopOnInterrupt,
+    TrainingInterrupted,
+    resolve_resume_checkpoint,
+    save_unlearned_model,
+)
+from atwu_plugin.hosts.lite_cell import run_lite_cell
+from atwu_plugin.hosts.lite_trainer import (  # noqa: F401  (public here)
+    CONFIG_DIR,
+    build_trainer,
+    lite_training_args,
+    load_trainer_config,
+    trainer_config_names,
+)
+from atwu_plugin.trainers.checks import check_vocab
 
-from atwu_plugin.data.collator import TokenLabelCollator
-from atwu_plugin.data.qa_dataset import ForgetRetainDataset
-from atwu_plugin.guards import check_vocab, make_benchmark, validate_trainer_config
-from atwu_plugin.registry import UnknownNameError
-from atwu_plugin.trainers import get_trainer_class
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-
-
-def trainer_config_names():
-    return sorted(p.stem for p in (CONFIG_DIR / "trainer").glob("*.yaml"))
-
-
-def load_trainer_config(name_or_path: str, overrides: Optional[dict] = None, base_args: Optional[dict] = None,
-                        validate: bool = True) -> dict:
-    """Load ``configs/trainer/<name>.yaml`` (or a YAML path) and apply dotted overrides.
-
-    Precedence of ``args`` (TrainingArguments): ``base_args`` (the benchmark's defaults for
-    its models) < the config's own ``args`` < ``overrides``. With ``validate`` (default) the
-    result is checked by ``atwu_plugin.guards.validate_trainer_config``: unknown names or
-    keys and out-of-range values raise here, not after the models are loaded."""
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = CONFIG_DIR / "trainer" / f"{name_or_path}.yaml"
-        if not path.exists():
-            raise UnknownNameError(
-                f"unknown trainer config {name_or_path!r}; expected one of: {', '.join(trainer_config_names())}"
-            )
-    elif not path.exists():
-        raise FileNotFoundError(f"trainer config not found: {path}")
-    try:
-        cfg = OmegaConf.load(path)
-    except Exception as err:  # YAML syntax errors: name the file
-        raise ValueError(f"{path}: not a valid YAML trainer config: {err}") from None
-    if not isinstance(cfg, DictConfig):
-        raise ValueError(f"{path}: expected a mapping with 'handler', 'method_args' and 'args'")
-    if "defaults" in cfg:  # OU-style defaults point at OU's finetune args: the lite host has its own
-        del cfg["defaults"]
-    if base_args:
-        cfg = OmegaConf.merge({"args": base_args}, cfg)
-    for key, value in (overrides or {}).items():
-        # OU-style keys ("trainer.args.learning_rate") and bare ones ("args.learning_rate")
-        key = key.lstrip("+")  # Hydra's add/force-add prefixes: update adds missing keys anyway
-        key = key[len("trainer."):] if key.startswith("trainer.") else key
-        if key.split(".")[0] not in ("handler", "method_args", "args"):
-            raise ValueError(f"trainer override {key!r}: expected a key under handler, method_args or args "
-                             "(e.g. trainer.args.learning_rate=1.0e-4, trainer.method_args.alpha=0.5)")
-        try:
-            # merge=False: a mapping override replaces the mapping (switching forget_loss from
-            # npo to saturated_prob must not keep npo's beta)
-            OmegaConf.update(cfg, key, value, merge=False, force_add=True)
-        except Exception as err:  # e.g. a dotted key under a scalar ("method_args.weighter.x" on "uniform")
-            raise ValueError(f"trainer override {key}={value!r}: {err}".splitlines()[0]) from None
-    if "handler" not in cfg:
-        raise ValueError(f"{path}: missing field 'handler' (the trainer class name)")
-    out = OmegaConf.to_container(cfg, resolve=True)
-    if validate:  # names, keys and ranges, in milliseconds: before any model is loaded
-        validate_trainer_config(out, source=str(path))
-    return out
-
-
-def lite_training_args(output_dir: str, seed: int, overrides: Optional[dict] = None) -> TrainingArguments:
-    defaults = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "lite" / "trainer_args.yaml"), resolve=True)
-    args = {**defaults, **(overrides or {}), "output_dir": output_dir, "seed": seed, "data_seed": seed}
-    try:
-        return TrainingArguments(**args)
-    except TypeError as err:
-        raise ValueError(f"trainer args: {err}") from None
-
-
-def build_trainer(trainer_cfg: dict, model, tokenizer, forget_ds, retain_ds, output_dir: str, seed: int, template_args=None):
-    """Instantiate the trainer of ``trainer_cfg`` on the lite host (not trained yet).
-
-    The trainer checks on construction that the tokenizer fits the model and that every
-    forget and retain sample has an answer token, and installs a ``NonFiniteLossGuard``
-    (``method_args.on_nonfinite``: ``stop``, the default, or ``skip``)."""
-    from transformers.trainer_callback import PrinterCallback
-
-    cls = get_trainer_class(trainer_cfg["handler"])
-    args = lite_training_args(output_dir, seed, trainer_cfg.get("args"))
-    trainer = cls(
-        model=model,
-        args=args,
-        train_dataset=ForgetRetainDataset(forget_ds, retain_ds, seed=seed),
-        data_collator=TokenLabelCollator(tokenizer.pad_token_id),
-        tokenizer=tokenizer,
-        evaluators=None,
-        template_args=template_args,
-        **dict(trainer_cfg.get("method_args") or {}),
-    )
-    # the per-step loss dicts stay in trainer.state.log_history instead of flooding stdout
-    trainer.remove_callback(PrinterCallback)
-    return trainer
+RUN_CONFIG_IGNORED = ("args.resume_from_checkpoint",)  # trainer overrides that do not change a run
 
 
 # ---- the atwu-unlearn / atwu-eval lite branch ------------------------------------------------
@@ -154,149 +77,6 @@ def parse_lite_overrides(overrides) -> dict:
                 "benchmark.OPTION=, trainer.KEY=, +peft=, model.peft=, seed=, output_dir=, model_path="
             )
     return out
-
-
-# ---- what a lite run leaves behind: the unlearned model, checkpoints, a clean Ctrl-C ---------
-MODEL_DIR_NAME = "model"  # <output_dir>/model: the unlearned model of atwu-unlearn
-RUN_CONFIG_FILE = "atwu_run.json"  # the config a run used, next to its model and in output_dir
-RUN_CONFIG_IGNORED = ("args.resume_from_checkpoint",)  # trainer overrides that do not change a run
-
-
-def save_unlearned_model(model, tokenizer, dest: str, run_config: dict) -> str:
-    """Save ``model`` (safetensors), ``tokenizer`` and ``run_config`` (as ``atwu_run.json``)
-    to the directory ``dest``, atomically: everything is written into a temporary sibling
-    folder that is renamed into place, so ``dest`` is either the previous complete save or the
-    new complete one, never a mix. ``atwu-eval model_path=<dest>`` loads it. Returns ``dest``."""
-    import glob
-    import shutil
-
-    from atwu_plugin.utils.atomic import atomic_write_json
-
-    dest_p = Path(dest)
-    dest_p.parent.mkdir(parents=True, exist_ok=True)
-    for stale in dest_p.parent.glob(glob.escape(f".{dest_p.name}") + ".*-*"):  # leftovers of a killed save
-        if stale.name.startswith((f".{dest_p.name}.tmp-", f".{dest_p.name}.old-")):
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp = dest_p.parent / f".{dest_p.name}.tmp-{os.getpid()}"
-    old = dest_p.parent / f".{dest_p.name}.old-{os.getpid()}"
-    try:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(str(tmp))
-        atomic_write_json(tmp / RUN_CONFIG_FILE, run_config)
-        if dest_p.exists():
-            os.replace(dest_p, old)
-        os.replace(tmp, dest_p)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not dest_p.exists():
-            os.replace(old, dest_p)  # put the previous save back
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-    return str(dest_p)
-
-
-def resolve_resume_checkpoint(requested, output_dir: str) -> Optional[str]:
-    """The checkpoint a run resumes from: ``requested`` (``trainer.args.resume_from_checkpoint``:
-    a ``checkpoint-N`` folder, or ``true`` for the newest complete one in ``output_dir``), else
-    the newest complete checkpoint of ``output_dir`` (a rerun after an interruption), else
-    None. A requested folder that does not exist or is not a checkpoint is a ``ValueError``."""
-    from atwu_plugin.trainers.base import COMPLETE_MARKER, last_complete_checkpoint
-
-    if requested in (None, False, ""):
-        return last_complete_checkpoint(output_dir)
-    if requested is True:
-        ckpt = last_complete_checkpoint(output_dir)
-        if ckpt is None:
-            raise ValueError(f"args.resume_from_checkpoint=true: no complete checkpoint-N folder in {output_dir}")
-        return ckpt
-    path = os.path.expanduser(str(requested))
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"args.resume_from_checkpoint={requested}: checkpoint folder not found")
-    if not os.path.isfile(os.path.join(path, "trainer_state.json")):
-        raise ValueError(f"args.resume_from_checkpoint={requested}: not a checkpoint folder (no trainer_state.json)")
-    if not os.path.exists(os.path.join(path, COMPLETE_MARKER)):
-        raise ValueError(f"args.resume_from_checkpoint={requested}: incomplete checkpoint (no {COMPLETE_MARKER} "
-                         "marker: its save was interrupted); use an earlier checkpoint-N")
-    return path
-
-
-def check_max_positions(model, datasets: dict) -> None:
-    """Every sample fits the model's positions (``config.max_position_embeddings``): a longer
-    one would run past the positions the model was trained on (RoPE models do not fail, they
-    silently produce garbage there). ``ValueError`` naming the sample and the fix otherwise."""
-    max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if not isinstance(max_pos, int):
-        return
-    for name, ds in datasets.items():
-        lengths = [len(ds[i]["input_ids"]) for i in range(len(ds))]
-        if lengths and max(lengths) > max_pos:
-            i = max(range(len(lengths)), key=lengths.__getitem__)
-            n_over = sum(n > max_pos for n in lengths)
-            raise ValueError(
-                f"{name} dataset: sample {i} has {lengths[i]} tokens ({n_over} sample(s) longer than the model's "
-                f"{max_pos} positions, config.max_position_embeddings={max_pos}); lower the benchmark's max_length "
-                f"option to {max_pos} or less (benchmark.max_length={max_pos}), or use a model with more positions")
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training, stopped cleanly at a step boundary: ``checkpoint`` holds the
-    complete checkpoint saved at ``step`` (resume with a rerun)."""
-
-    def __init__(self, step: int, max_steps: int, checkpoint: Optional[str]):
-        super().__init__(f"interrupted at step {step}")
-        self.step, self.max_steps, self.checkpoint = step, max_steps, checkpoint
-
-
-class StopOnInterrupt(TrainerCallback):
-    """First Ctrl-C (SIGINT) during training: finish the current step, save a complete
-    checkpoint, raise :class:`TrainingInterrupted`. A second Ctrl-C, or one outside training
-    (loading, evaluation), is a plain ``KeyboardInterrupt`` at once. Use ``with cb.sigint():``
-    around the run (main thread only)."""
-
-    def __init__(self):
-        self.requested = False
-        self.training = False
-
-    @contextlib.contextmanager
-    def sigint(self):
-        import signal
-
-        def handler(signum, frame):
-            if self.training and not self.requested:
-                self.requested = True
-                return
-            raise KeyboardInterrupt
-
-        try:
-            previous = signal.signal(signal.SIGINT, handler)
-        except ValueError:  # not the main thread: plain Ctrl-C behaviour
-            yield self
-            return
-        try:
-            yield self
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.training = True
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.training = False
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.requested:
-            control.should_save = True  # the trainer saves checkpoint-<step> next, then on_save
-            control.should_training_stop = True
-
-    def on_save(self, args, state, control, **kwargs):
-        if self.requested:
-            self.training = False
-            ckpt = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-            from atwu_plugin.trainers.base import COMPLETE_MARKER
-
-            raise TrainingInterrupted(state.global_step, state.max_steps,
-                                      ckpt if os.path.exists(os.path.join(ckpt, COMPLETE_MARKER)) else None)
 
 
 def _run_key(cfg: dict) -> dict:
@@ -352,6 +132,7 @@ def run_lite(args) -> int:
     checkpoint and exits 130. The output directory is locked while the run writes it."""
     import sys
 
+    from atwu_plugin.plugins import PluginLoadError
     from atwu_plugin.trainers.base import last_complete_checkpoint
     from atwu_plugin.trainers.guards import NonFiniteLossError
     from atwu_plugin.utils.atomic import atomic_write_json
@@ -377,8 +158,6 @@ def run_lite(args) -> int:
         out_dir = cfg["output_dir"] or default_output_dir(prog, cfg)
         check_output_dir(out_dir)
         if args.script == "train":
-            from atwu_plugin.leaderboard.cells import run_lite_cell
-
             # fail fast (names, keys, ranges) before the benchmark's models are built or loaded
             tcfg = load_trainer_config(cfg["trainer"], cfg["trainer_overrides"], base_args=bench.trainer_args)
             resolve_resume_checkpoint(tcfg.get("args", {}).get("resume_from_checkpoint"), out_dir)
@@ -424,7 +203,7 @@ def run_lite(args) -> int:
         return 130
     except NonFiniteLossError as err:  # a failed run, not a usage error
         return fail(err, 1)
-    except (ValueError, KeyError, OSError, TypeError, OutputDirLocked) as err:  # OSError: missing/unreadable files
+    except (ValueError, KeyError, OSError, TypeError, OutputDirLocked, PluginLoadError) as err:  # OSError: missing/unreadable files
         return fail(err, 2)
     import math
 

@@ -56,11 +56,13 @@ def rebase_on_openunlearning(cls: type, base: Optional[type] = None) -> type:
     MRO: cls ... PluginUnlearnTrainer, UnlearnTrainer, FinetuneTrainer, transformers.Trainer.
     The plugin's loss and hooks come first; OU's ``evaluate`` (its evaluators),
     ``prediction_step`` and ``_prepare_deepspeed`` fill in what the plugin does not define,
-    and ``_passes_eval_kwargs`` makes the plugin hand ``evaluators``/``template_args`` to
-    OU's constructor. Classes already built on OU's trainer, or not plugin trainers, are
-    returned unchanged. The same class is returned for repeated calls.
+    ``_passes_eval_kwargs`` makes the plugin hand ``evaluators``/``template_args`` to
+    OU's constructor, and ``model_loader`` loads the models the trainer asks for by path.
+    Classes already built on OU's trainer, or not plugin trainers, are returned unchanged.
+    The same class is returned for repeated calls.
     """
     from atwu_plugin.trainers.base import PluginUnlearnTrainer
+    from atwu_plugin.zoo.loading import load_causal_lm
 
     base = base or openunlearning_trainer_base()
     if not (isinstance(cls, type) and issubclass(cls, PluginUnlearnTrainer)) or issubclass(cls, base):
@@ -71,18 +73,12 @@ def rebase_on_openunlearning(cls: type, base: Optional[type] = None) -> type:
         rebased = type(
             cls.__name__,
             (cls, base),
-            {"_passes_eval_kwargs": True, "__module__": __name__, "__qualname__": alias, "__doc__": cls.__doc__},
+            {"_passes_eval_kwargs": True, "model_loader": staticmethod(load_causal_lm),
+             "__module__": __name__, "__qualname__": alias, "__doc__": cls.__doc__},
         )
         globals()[alias] = rebased  # so pickle finds it by module + qualname
         _REBASED[key] = rebased
     return _REBASED[key]
-
-
-def register_trainers(import_modules: Optional[bool] = None) -> List[str]:
-    """Register every plugin trainer (ours and third parties') into OU's TRAINER_REGISTRY."""
-    from atwu_plugin.plugins import register_into_openunlearning
-
-    return register_into_openunlearning(import_modules=import_modules).get("trainers", [])
 
 
 # ---- running OU -------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def check_options(benchmark: str, options: dict) -> None:
     if "num_processes" in options and "accelerate" not in options:
         raise ValueError(f"benchmark {benchmark!r}: num_processes needs accelerate (e.g. accelerate: zero3)")
     if "accelerate" in options:
-        from atwu_plugin.cli.accelerate_config import config_names
+        from atwu_plugin.hosts.accelerate import config_names
 
         if options["accelerate"] not in config_names():
             raise ValueError(f"benchmark {benchmark!r}: accelerate: got {options['accelerate']!r}; expected one of {config_names()}")
@@ -89,7 +89,7 @@ def cell_commands(cell, root: Path, python: str = None) -> Dict[str, List[str]]:
     method = [f"{k}={_hydra_value(v)}" for k, v in cell.overrides.items()]
     launcher = [python]
     if "accelerate" in opts:
-        from atwu_plugin.cli.accelerate_config import write_config
+        from atwu_plugin.hosts.accelerate import write_config
 
         n = opts.get("num_processes", 1)
         cfg = write_config(opts["accelerate"], str(out / "accelerate.yaml"), num_processes=n)

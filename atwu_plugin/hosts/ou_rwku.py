@@ -1,8 +1,9 @@
 """RWKU inside OpenUnlearning (OU): a dataset handler, four metrics and an evaluator.
 
 Registered into OU's registries through the ``open_unlearning.*`` entry points of setup.cfg
-(``atwu_plugin.plugins``), used by the OU-schema configs ``configs/data/datasets/RWKU_*.yaml``,
-``configs/eval/rwku.yaml`` (+ ``eval/rwku_metrics/``) and ``configs/experiment/{unlearn,eval}/rwku/``.
+(``atwu_plugin.hosts.openunlearning_registry``), used by the OU-schema configs
+``configs/data/datasets/RWKU_*.yaml``, ``configs/eval/rwku.yaml`` (+ ``eval/rwku_metrics/``) and
+``configs/experiment/{unlearn,eval}/rwku/``.
 
 * ``RWKUCorpusDataset`` (dataset handler): the texts to unlearn (or retain) of some targets,
   ``corpus: passage`` (RWKU's forget corpus, the Wikipedia passages, in windows of
@@ -85,7 +86,7 @@ class RWKUCorpusDataset:
         return {k: item[k] for k in ("input_ids", "labels", "attention_mask", "index")}
 
 
-# ---- metrics (plain functions; atwu_plugin.plugins wraps them in OU's UnlearningMetric) --------
+# ---- metrics (plain functions; openunlearning_registry.py wraps them in OU's UnlearningMetric) ----
 def _run_groups(model, groups: Sequence[str], tokenizer=None, template_args=None, data_root=None, targets=None,
                 **cfg) -> Dict[str, Any]:
     from atwu_plugin.evals.rwku_eval import RWKUEvaluator

@@ -510,11 +510,11 @@ def check_lite_cells(spec: LeaderboardSpec) -> None:
     built or any cell runs: each benchmark's name and options (by constructing it, which
     builds nothing), each method's trainer config with its overrides on that benchmark's
     defaults (names, keys, ``trainer.args`` fields, value ranges: see
-    ``atwu_plugin.guards.validate_trainer_config``). Raises :class:`SpecError`, one line per
+    ``atwu_plugin.hosts.checks.validate_trainer_config``). Raises :class:`SpecError`, one line per
     problem, naming the spec entry."""
     if spec.host != "lite":
         return
-    from atwu_plugin.guards import make_benchmark
+    from atwu_plugin.hosts.checks import make_benchmark
     from atwu_plugin.hosts.lite import load_trainer_config
 
     errors: List[str] = []

@@ -16,9 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from atwu_plugin.losses.reduce import EPS, check_normalizer, weighted_reduce
-from atwu_plugin.registry import Registry, check_number
+from atwu_plugin.registry import FORGET_LOSSES, check_number
 
-FORGET_LOSSES: Registry = Registry("forget loss")
 
 
 class ForgetLoss:

@@ -7,7 +7,7 @@
 import torch
 
 from atwu_plugin.losses.tokens import align_to_labels, answer_mask, token_logprobs
-from atwu_plugin.registry import Registry
+from atwu_plugin.registry import RETAIN_LOSSES
 
 
 def nll_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -35,7 +35,6 @@ def kl_to_reference(
     return (align_to_labels(kl) * mask).sum() / mask.sum().clamp_min(1)
 
 
-RETAIN_LOSSES: Registry = Registry("retain loss")
 
 
 @RETAIN_LOSSES.register("nll")

@@ -1,24 +1,21 @@
-"""Plugin trainers, by class name (the ``handler:`` of a trainer config)."""
+"""Plugin trainers, by class name (the ``handler:`` of a trainer config), in the one registry
+(``atwu_plugin.registry.TRAINERS``). Importing this package does not import torch: the
+built-in trainers register on first lookup."""
 
-from atwu_plugin.registry import Registry
-
-TRAINERS: Registry = Registry("trainer")
+from atwu_plugin.registry import TRAINERS
 
 
-def _register_builtin():
+def register_builtin_trainers() -> None:
+    """Register this package's trainers (idempotent: the same class under its name)."""
+    from atwu_plugin.trainers.atwu import ATWU
     from atwu_plugin.trainers.token_weighted import TokenWeightedUnlearn
 
     TRAINERS.register("TokenWeightedUnlearn")(TokenWeightedUnlearn)
-    try:
-        from atwu_plugin.trainers.atwu import ATWU
-    except ImportError as err:  # pragma: no cover - only while ATWU is being developed
-        if "atwu_plugin.trainers.atwu" not in str(err):
-            raise
-    else:
-        TRAINERS.register("ATWU")(ATWU)
+    TRAINERS.register("ATWU")(ATWU)
 
 
 def get_trainer_class(name: str):
-    if not TRAINERS.names():
-        _register_builtin()
+    """The trainer class registered as ``name`` (this package's, and plugins' once a host
+    loaded them: ``atwu_plugin.hosts.components.trainer_class`` loads them first)."""
+    register_builtin_trainers()
     return TRAINERS.get(name)

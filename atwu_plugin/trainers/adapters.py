@@ -1,5 +1,6 @@
 """LoRA adapters (the ``peft`` library) for every plugin trainer: config, wrapping, the base
-model behind the adapter, loading and merging saved adapters.
+model behind the adapter. Saved adapters are loaded and merged by ``atwu_plugin.zoo``
+(``zoo.loading.load_merged``, ``zoo.merged_adapter.merge_adapter``).
 
 A trainer trains an adapter instead of all weights when its ``method_args.peft`` is set (the
 OpenUnlearning override ``+peft=lora`` and the lite host's ``model.peft=lora`` set it):
@@ -15,9 +16,6 @@ enters it. Not covered: adapters other than LoRA, quantized bases (the reference
 the quantized base, not the original weights) and ``modules_to_save`` (refused here).
 """
 
-import json
-import os
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
@@ -135,63 +133,3 @@ class BaseModelView:
     def __call__(self, *args, **kwargs):
         with adapter_disabled(self.peft_model) as base:
             return base(*args, **kwargs)
-
-
-# ---- saved adapters ------------------------------------------------------------------------
-def is_adapter_dir(path) -> bool:
-    return os.path.isfile(os.path.join(str(path), ADAPTER_CONFIG))
-
-
-def read_adapter_base(adapter_dir: str) -> str:
-    cfg_path = os.path.join(adapter_dir, ADAPTER_CONFIG)
-    if not os.path.isfile(cfg_path):
-        raise FileNotFoundError(f"{adapter_dir}: no {ADAPTER_CONFIG} (expected a saved peft adapter directory)")
-    if not os.path.isfile(os.path.join(adapter_dir, ADAPTER_WEIGHTS)):
-        raise FileNotFoundError(f"{adapter_dir}: no {ADAPTER_WEIGHTS} (adapters are read from safetensors only)")
-    with open(cfg_path) as f:
-        base = json.load(f).get("base_model_name_or_path")
-    return base
-
-
-def load_merged(adapter_dir: str, base_path: Optional[str] = None, **load_kwargs):
-    """Base model + the adapter of ``adapter_dir``, merged into plain weights (a
-    ``PreTrainedModel`` without peft layers). ``base_path`` defaults to the adapter config's
-    ``base_model_name_or_path``."""
-    from peft import PeftModel
-
-    from atwu_plugin.zoo.loading import load_causal_lm
-
-    adapter_dir = str(adapter_dir)
-    saved_base = read_adapter_base(adapter_dir)  # also checks that both files exist
-    base_path = base_path or saved_base
-    if not base_path:
-        raise ValueError(f"{adapter_dir}/{ADAPTER_CONFIG}: base_model_name_or_path is empty; pass the base model path")
-    base = load_causal_lm(base_path, **load_kwargs)
-    return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
-
-
-def merge_adapter(adapter_dir: str, out_dir: str, base_path: Optional[str] = None, overwrite: bool = False) -> str:
-    """Write base + adapter merged as a plain ``save_pretrained`` directory (safetensors; the
-    tokenizer files of the adapter directory, else of the base, are copied along) for
-    evaluators that load a full model. Written into a temporary sibling and renamed, so
-    ``out_dir`` is either absent or complete."""
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir}: exists and is not empty (pass overwrite=True / --overwrite to replace it)")
-    base_path = base_path or read_adapter_base(str(adapter_dir))
-    merged = load_merged(adapter_dir, base_path)
-    tmp = Path(f"{out}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        merged.save_pretrained(str(tmp), safe_serialization=True)
-        tok_src = adapter_dir if os.path.isfile(os.path.join(adapter_dir, "tokenizer_config.json")) else base_path
-        if os.path.isdir(tok_src) and os.path.isfile(os.path.join(tok_src, "tokenizer_config.json")):
-            from atwu_plugin.zoo.loading import load_tokenizer
-
-            load_tokenizer(tok_src).save_pretrained(str(tmp))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return str(out)

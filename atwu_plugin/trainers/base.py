@@ -54,11 +54,20 @@ class PluginUnlearnTrainer(Trainer):
 
     # True when rebased on OU's trainer, whose __init__ takes evaluators/template_args itself.
     _passes_eval_kwargs = False
+    # What the host fills in (a host reads it, nobody lists trainers elsewhere): "aux_model"
+    # (method_args.aux_model_path: the benchmark's model that never saw the forget set, when
+    # the config names none) and "token_log" (method_args.token_log: the run's weight log).
+    needs_from_host: tuple = ()
+    # Loads a saved model by path (e.g. an aux model); set by the host (zoo is above trainers).
+    model_loader = None
 
-    def __init__(self, *args, evaluators=None, template_args=None, on_nonfinite: str = "stop", **kwargs):
-        from atwu_plugin.guards import check_has_answer_tokens, check_vocab
+    def __init__(self, *args, evaluators=None, template_args=None, on_nonfinite: str = "stop", model_loader=None,
+                 **kwargs):
+        from atwu_plugin.trainers.checks import check_has_answer_tokens, check_vocab
         from atwu_plugin.trainers.guards import install_nonfinite_guard
 
+        if model_loader is not None:
+            self.model_loader = model_loader
         self.evaluators = evaluators
         self.template_args = template_args
         kwargs = _adapt_tokenizer_kwarg(kwargs)

@@ -23,6 +23,8 @@ from atwu_plugin.weighting import TokenWeighter, WeighterSetup, WeightingInputs,
 
 
 class TokenWeightedUnlearn(PluginUnlearnTrainer):
+    needs_from_host = ("aux_model", "token_log")
+
     def __init__(
         self,
         *args,
@@ -90,11 +92,11 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
             raise ValueError(
                 f"weighter {type(self.weighter).__name__} needs method_args.aux_model_path: a model that never saw the forget set"
             )
-        from atwu_plugin.zoo.loading import load_causal_lm
+        from atwu_plugin.trainers.checks import check_vocab
 
-        from atwu_plugin.guards import check_vocab
-
-        aux = load_causal_lm(path)
+        if self.model_loader is None:
+            raise ValueError(f"method_args.aux_model_path={path}: this host gives the trainer no model_loader")
+        aux = self.model_loader(path)
         check_vocab(self.host_tokenizer, aux, what=f"aux model {path}")
         return self.frozen_copy(aux)
 

@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Optional
 
 import torch
 
-from atwu_plugin.registry import Registry
+from atwu_plugin.registry import WEIGHTERS
 
 
 @dataclass
@@ -64,7 +64,6 @@ class TokenWeighter:
         return w * answer_mask(inputs.labels)
 
 
-WEIGHTERS: Registry = Registry("token weighter")
 register_weighter = WEIGHTERS.register
 
 

@@ -12,6 +12,7 @@
 import json
 import os
 import struct
+from typing import Optional
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -107,12 +108,40 @@ def load_causal_lm(path: str, trust_remote_code: bool = False, allow_pickle: boo
     base model with the adapter merged in."""
     path = check_model_dir(path, allow_pickle)
     if is_adapter_dir(path):  # a saved LoRA adapter: base + adapter, merged
-        from atwu_plugin.trainers.adapters import load_merged
-
         return load_merged(path, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, **kwargs)
     return AutoModelForCausalLM.from_pretrained(
         path, use_safetensors=None if allow_pickle else True, trust_remote_code=trust_remote_code, **kwargs
     )
+
+
+def read_adapter_base(adapter_dir: str) -> str:
+    """The base model path a saved adapter names (its config's ``base_model_name_or_path``),
+    after checking that the adapter's config and safetensors weights exist."""
+    from atwu_plugin.trainers.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
+    cfg_path = os.path.join(adapter_dir, ADAPTER_CONFIG)
+    if not os.path.isfile(cfg_path):
+        raise FileNotFoundError(f"{adapter_dir}: no {ADAPTER_CONFIG} (expected a saved peft adapter directory)")
+    if not os.path.isfile(os.path.join(adapter_dir, ADAPTER_WEIGHTS)):
+        raise FileNotFoundError(f"{adapter_dir}: no {ADAPTER_WEIGHTS} (adapters are read from safetensors only)")
+    with open(cfg_path) as f:
+        base = json.load(f).get("base_model_name_or_path")
+    return base
+
+
+def load_merged(adapter_dir: str, base_path: Optional[str] = None, **load_kwargs):
+    """Base model + the adapter of ``adapter_dir``, merged into plain weights (a
+    ``PreTrainedModel`` without peft layers). ``base_path`` defaults to the adapter config's
+    ``base_model_name_or_path``."""
+    from peft import PeftModel
+
+    adapter_dir = str(adapter_dir)
+    saved_base = read_adapter_base(adapter_dir)  # also checks that both files exist
+    base_path = base_path or saved_base
+    if not base_path:
+        raise ValueError(f"{adapter_dir}/adapter_config.json: base_model_name_or_path is empty; pass the base model path")
+    base = load_causal_lm(base_path, **load_kwargs)
+    return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):

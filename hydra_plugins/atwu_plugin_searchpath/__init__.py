@@ -29,7 +29,8 @@ def _append_once(search_path: ConfigSearchPath, provider: str, path: str) -> Non
 
 class ATWUPluginSearchPathPlugin(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        from atwu_plugin.plugins import config_packages, register_into_openunlearning
+        from atwu_plugin.hosts.openunlearning_registry import register_into_openunlearning
+        from atwu_plugin.plugins import config_packages
 
         _append_once(search_path, PROVIDER, f"pkg://{CONFIG_PACKAGE}")
         for package in config_packages():

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from atwu_plugin.cli.accelerate_config import write_config
+from atwu_plugin.hosts.accelerate import write_config
 
 # the OU fixtures (checkout, offline env, tiny zoo, exported data) of the integration tests
 from test_ou_integration import OU_PYTHON, OU_ROOT, data_dir, ou_env, zoo  # noqa: F401

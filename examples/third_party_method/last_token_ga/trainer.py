@@ -3,26 +3,17 @@
 A deliberately small method that shows the plugin contract: subclass
 ``PluginUnlearnTrainer`` and implement ``unlearning_loss(model, inputs) -> (loss, outputs)``
 with OpenUnlearning's batch layout ``{"forget": {...}, "retain": {...}}``. Inside
-OpenUnlearning the class is rebased on OU's ``UnlearnTrainer`` (evaluators, DeepSpeed).
+OpenUnlearning the class is rebased on OU's ``UnlearnTrainer`` (evaluators, DeepSpeed); on the
+lite host (``atwu-unlearn --lite --plugins last_token_ga.trainer``) it runs as it is.
 """
 
-import torch
-
-from atwu_plugin.losses.tokens import answer_mask, token_logprobs
+from atwu_plugin.losses.tokens import token_logprobs
+from atwu_plugin.plugins import register_trainer
 from atwu_plugin.trainers.base import PluginUnlearnTrainer, model_inputs
+from last_token_ga.weighter import last_answer_token_mask  # one definition of "the last answer token"
 
 
-def last_answer_token_mask(labels: torch.Tensor, skip_token_id=None) -> torch.Tensor:
-    """Bool ``[B, T]``: True at the last answer token of each row (``skip_token_id``, e.g. the
-    EOS that OpenUnlearning appends, is not counted as an answer token)."""
-    mask = answer_mask(labels)
-    if skip_token_id is not None:
-        mask &= labels != skip_token_id
-    positions = torch.arange(labels.shape[1], device=labels.device).expand_as(labels)
-    last = torch.where(mask, positions, torch.full_like(positions, -1)).max(dim=1).values
-    return (positions == last[:, None]) & mask
-
-
+@register_trainer  # for `--plugins last_token_ga.trainer`; installed, the entry point registers it
 class LastTokenGA(PluginUnlearnTrainer):
     def __init__(self, *args, gamma: float = 1.0, alpha: float = 1.0, skip_eos: bool = True, **kwargs):
         super().__init__(*args, **kwargs)

@@ -1,20 +1,19 @@
-"""Up-front checks that turn bad input into one clear error line before any training starts.
+"""Checks a host runs on a job's configuration before anything is built or loaded: one clear
+error line instead of a failure after the models are loaded.
 
 Every check raises ``ValueError`` (``UnknownNameError``, a ``KeyError``, for unknown names)
 with a message naming the field, the value and what was expected. Host-independent: the
-lite host calls them in ``atwu_plugin.hosts.lite``; the OpenUnlearning host can call them
-from the trainer (see docs/reliability.md for the call sites).
+lite host calls them in ``atwu_plugin.hosts.lite_trainer`` (see docs/reliability.md).
 
 * ``validate_trainer_config(cfg)``: the handler, every ``method_args`` key and value
   (forget loss / weighter / retain loss names and options, ranges, ATWU's settings) and the
   ``args`` keys, by building the cheap loss/weighter objects, so that a typo or an
   out-of-range value fails in milliseconds instead of after the models are loaded.
-* ``check_vocab(tokenizer, model)``: token ids the tokenizer can produce must index the
-  model's embedding and output tables (otherwise an ``IndexError`` deep inside the forward
-  on CPU, a device-side assert on CUDA).
-* ``check_has_answer_tokens(dataset, name)``: every sample has at least one answer token
-  (a label != -100 after position 0); a sample without one contributes nothing and makes
-  per-sample normalizers divide by zero.
+* ``make_benchmark(name, options)``: a benchmark with its unknown options named.
+* ``check_max_positions(model, datasets)``: every sample fits the model's positions.
+
+What a trainer checks on the model and data it is given (``check_vocab``,
+``check_has_answer_tokens``) is in ``atwu_plugin.trainers.checks``.
 """
 
 import dataclasses
@@ -24,8 +23,6 @@ from typing import Iterable, Optional
 
 from atwu_plugin.registry import check_number
 
-IGNORE_INDEX = -100
-NONFINITE_MODES = ("stop", "skip")
 # method_args keys consumed by the host, not by the trainer class
 HOST_METHOD_ARGS = ("on_nonfinite",)
 # TrainingArguments that must be positive/non-negative numbers when given
@@ -103,12 +100,13 @@ def validate_trainer_config(cfg: dict, source: str = "trainer config") -> dict:
     Unknown handler / forget loss / weighter / retain loss names raise ``UnknownNameError``
     listing the known ones; unknown keys and out-of-range values raise ``ValueError`` naming
     ``method_args.<field>`` (or ``args.<field>``), the value and the expected range."""
-    from atwu_plugin.trainers import get_trainer_class
+    from atwu_plugin.hosts.components import trainer_class
+    from atwu_plugin.trainers.guards import MODES as NONFINITE_MODES
 
     handler = cfg.get("handler")
     if not isinstance(handler, str) or not handler:
         raise ValueError(f"{source}: field 'handler' must be a trainer class name, got {handler!r}")
-    cls = get_trainer_class(handler)
+    cls = trainer_class(handler)
     method_args = dict(cfg.get("method_args") or {})
     _validate_training_args(cfg.get("args") or {})
 
@@ -131,14 +129,12 @@ def validate_trainer_config(cfg: dict, source: str = "trainer config") -> dict:
         if klass is Trainer or not issubclass(klass, Trainer):
             break
         if "__init__" in vars(klass):
-            known |= set(_init_params(klass)) - {"evaluators", "template_args"}
+            known |= set(_init_params(klass)) - {"evaluators", "template_args", "model_loader"}  # host-given
     atwu_keys = set()
-    try:
-        from atwu_plugin.trainers.atwu import ATWU
-        from atwu_plugin.weighting.atwu import ATWUConfig
-    except ImportError:  # pragma: no cover - only while ATWU is being developed
-        ATWU = None
-    if ATWU is not None and issubclass(cls, ATWU):
+    from atwu_plugin.trainers.atwu import ATWU
+    from atwu_plugin.weighting.atwu import ATWUConfig
+
+    if issubclass(cls, ATWU):
         atwu_keys = {f.name for f in dataclasses.fields(ATWUConfig)}
         known |= atwu_keys | {"weighter"}  # ATWU ignores a weighter: it computes its own weights
     _unknown_keys(f"method_args of {handler}", method_args, known)
@@ -205,80 +201,19 @@ def make_benchmark(name: str, options: Optional[dict] = None):
                          f"expected some of: {', '.join('benchmark.' + k for k in known)}") from None
 
 
-# ---- models and tokenizers -------------------------------------------------------------------
-def _rows(module) -> Optional[int]:
-    weight = getattr(module, "weight", None)
-    return None if weight is None else int(weight.shape[0])
-
-
-def check_vocab(tokenizer, model, what: str = "model") -> None:
-    """Raise if the tokenizer can produce ids the model cannot embed or predict.
-
-    ``len(tokenizer)`` (base vocabulary + added tokens) must be <= the rows of the model's
-    input embedding and output (lm_head) tables; a larger model table (padded vocabulary)
-    is fine. Special token ids are checked too."""
-    n_tok = len(tokenizer)
-    sizes = {}
-    get_in = getattr(model, "get_input_embeddings", None)
-    get_out = getattr(model, "get_output_embeddings", None)
-    if get_in is not None and get_in() is not None:
-        sizes["input embedding"] = _rows(get_in())
-    if get_out is not None and get_out() is not None:
-        sizes["output embedding (lm_head)"] = _rows(get_out())
-    config_vocab = getattr(getattr(model, "config", None), "vocab_size", None)
-    if not any(sizes.values()) and config_vocab is not None:
-        sizes["config.vocab_size"] = int(config_vocab)
-    for table, rows in sizes.items():
-        if rows is not None and n_tok > rows:
-            raise ValueError(
-                f"tokenizer/model vocabulary mismatch: the tokenizer has {n_tok} tokens (ids 0..{n_tok - 1}) "
-                f"but the {what}'s {table} has {rows} rows (config.vocab_size={config_vocab}); "
-                f"ids >= {rows} would index out of range. Use the tokenizer the {what} was trained with "
-                "(or resize its embeddings)")
-    limit = min((r for r in sizes.values() if r is not None), default=None)
-    if limit is not None:
-        for attr in ("pad_token_id", "eos_token_id", "bos_token_id", "unk_token_id"):
-            tid = getattr(tokenizer, attr, None)
-            if isinstance(tid, int) and tid >= limit:
-                raise ValueError(f"tokenizer/model vocabulary mismatch: tokenizer.{attr}={tid} but the {what} "
-                                 f"has {limit} embedding rows (ids must be < {limit})")
-
-
-# ---- datasets --------------------------------------------------------------------------------
-def _leaf_items(item, path=()):
-    """``(key path, leaf item)`` for an item or a dict of items ({0: .., 1: ..})."""
-    if isinstance(item, dict) and "labels" not in item and "input_ids" not in item:
-        for key, sub in item.items():
-            yield from _leaf_items(sub, path + (key,))
-    else:
-        yield path, item
-
-
-def check_has_answer_tokens(dataset, name: str = "train") -> None:
-    """Raise a ``ValueError`` naming the first sample (its position and ``index``) whose
-    labels mask every position: it has no answer token to unlearn or retain.
-
-    A forget/retain pair dataset (``.forget`` and ``.retain`` attributes, as
-    ``ForgetRetainDataset`` and OU's) is checked part by part; an empty dataset is an error.
-    Costs one pass over the items (free for ``QADataset``, which encodes up front)."""
-    if hasattr(dataset, "forget") and hasattr(dataset, "retain"):
-        for part in ("forget", "retain"):
-            if getattr(dataset, part) is not None:  # OU's pair dataset may have no retain set
-                check_has_answer_tokens(getattr(dataset, part), part if name == "train" else f"{name}.{part}")
+def check_max_positions(model, datasets: dict) -> None:
+    """Every sample fits the model's positions (``config.max_position_embeddings``): a longer
+    one would run past the positions the model was trained on (RoPE models do not fail, they
+    silently produce garbage there). ``ValueError`` naming the sample and the fix otherwise."""
+    max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not isinstance(max_pos, int):
         return
-    n = len(dataset)
-    if n == 0:
-        raise ValueError(f"{name} dataset is empty: expected at least one sample")
-    for i in range(n):
-        for path, item in _leaf_items(dataset[i]):
-            labels = item.get("labels") if isinstance(item, dict) else None
-            if labels is None:
-                continue
-            labels = labels.tolist() if hasattr(labels, "tolist") else list(labels)
-            if not any(y != IGNORE_INDEX for y in labels[1:]):
-                where = "".join(f"[{k}]" for k in path)
-                index = item.get("index", i)
-                raise ValueError(
-                    f"{name} dataset: sample {i}{where} (index {int(index)}) has no answer token: all "
-                    f"{len(labels)} labels are {IGNORE_INDEX} (masked). The prompt probably fills max_length; "
-                    "raise max_length or remove the sample")
+    for name, ds in datasets.items():
+        lengths = [len(ds[i]["input_ids"]) for i in range(len(ds))]
+        if lengths and max(lengths) > max_pos:
+            i = max(range(len(lengths)), key=lengths.__getitem__)
+            n_over = sum(n > max_pos for n in lengths)
+            raise ValueError(
+                f"{name} dataset: sample {i} has {lengths[i]} tokens ({n_over} sample(s) longer than the model's "
+                f"{max_pos} positions, config.max_position_embeddings={max_pos}); lower the benchmark's max_length "
+                f"option to {max_pos} or less (benchmark.max_length={max_pos}), or use a model with more positions")
