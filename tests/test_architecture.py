@@ -19,10 +19,8 @@ LAYERS = ("cli", "leaderboard", "hosts", "benchmarks", "zoo", "trainers", "evals
 BOTTOM = ("registry", "tokens", "utils", "configs", "plugins")
 # OpenUnlearning's top-level modules (its src/ on sys.path): only hosts/ may import them.
 OPENUNLEARNING_MODULES = ("trainer", "data", "evals")
-# The one upward import left, on purpose: weighting/oracle.py reads the KIND constants of
-# data/labels.py. Helper h3 of issue 19 moves those constants into the bottom module
-# atwu_plugin/tokens.py; delete this entry then. Nothing else may be added here.
-ALLOWED_UPWARD = {("atwu_plugin.weighting.oracle", "atwu_plugin.data.labels")}
+# Upward imports allowed on purpose: none. Nothing may be added here.
+ALLOWED_UPWARD: Set[Tuple[str, str]] = set()
 
 Edge = Tuple[str, str]
 

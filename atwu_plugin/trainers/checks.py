@@ -13,7 +13,7 @@ The checks a host runs on a config before anything is built are in ``atwu_plugin
 
 from typing import Optional
 
-IGNORE_INDEX = -100
+from atwu_plugin.tokens import IGNORE_INDEX
 
 
 # ---- models and tokenizers -------------------------------------------------------------------
