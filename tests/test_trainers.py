@@ -12,6 +12,7 @@ from atwu_plugin.data.collator import TokenLabelCollator
 from atwu_plugin.hosts.lite import build_trainer, load_trainer_config
 from atwu_plugin.losses.tokens import answer_mask, token_logprobs
 from atwu_plugin.registry import UnknownNameError
+from atwu_plugin.trainers.token_log import span_metrics
 
 
 def _trainer(micro, name, tmp_path, overrides=None, seed=0, model=None):
@@ -104,7 +105,7 @@ def test_atwu_weights_are_probabilities_and_logged(micro, tmp_path):
     assert ((weights >= 0) & (weights <= 1)).all() and weights.std() > 0.05
     # the scorer's weight budget: mean weight near rho (0.3 by default)
     assert 0.1 < float(weights.mean()) < 0.6
-    span = tr.span_metrics()
+    span = span_metrics(tr)
     assert span["span_auroc"] is not None and 0 <= span["span_auroc"] <= 1
 
 

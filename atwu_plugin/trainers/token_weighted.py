@@ -18,7 +18,7 @@ from atwu_plugin.losses.tokens import answer_mask, token_logprobs
 from atwu_plugin.trainers.adapters import BaseModelView, adapter_spec, wrap_with_adapter
 from atwu_plugin.trainers.base import PluginUnlearnTrainer, host_rng_untouched, model_inputs
 from atwu_plugin.trainers.config import plain, spec_name
-from atwu_plugin.trainers.token_log import TokenWeightLogger
+from atwu_plugin.trainers.token_log import SpanAlignmentCollector, TokenWeightCallback, TokenWeightLogger
 from atwu_plugin.weighting import TokenWeighter, WeighterSetup, WeightingInputs, build_weighter
 
 
@@ -57,13 +57,10 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
         self.ref_model = self._initial_model() if self._needs_ref_model() else None
         self.aux_model = self._load_aux_model(aux_model_path) if "aux_logits" in self.weighter.needs else None
         self._weighter_ready = False
-        self.latest_token_weights = None
-        self._span_weights, self._span_kinds = [], []
-        self._span_proxy_weights, self._span_proxy_kinds = [], []  # second label source, when present
-        self.token_logger = None
+        if self.weights_are_learned_or_heuristic():  # span metrics (trainers/token_log.py: span_metrics)
+            self.add_callback(SpanAlignmentCollector())
         if token_log:
-            self.token_logger = TokenWeightLogger(self, **plain(token_log))
-            self.add_callback(self.token_logger)
+            self.add_callback(TokenWeightLogger(self, **plain(token_log)))
 
     # ---- setup -------------------------------------------------------------------------
     def _initial_model(self):
@@ -179,23 +176,6 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
         self._remember_weights(forget, weights)
         return loss, outputs
 
-    def span_metrics(self) -> dict:
-        """Span alignment (AUROC/AP/precision@k vs ground-truth kinds) of every weight this
-        run used; ``{}`` for the uniform weighter or without labels. When the forget batches
-        also carry ``token_kind_proxy`` (retain-model proxy labels), the same metrics against
-        that source are added with a ``_proxy`` suffix (``span_auroc_proxy``, ...)."""
-        from atwu_plugin.evals.span_alignment import span_alignment
-
-        if not self.weights_are_learned_or_heuristic():
-            return {}
-        out = {}
-        if self._span_weights:
-            out.update(span_alignment(torch.cat(self._span_weights), torch.cat(self._span_kinds)))
-        if self._span_proxy_weights:
-            proxy = span_alignment(torch.cat(self._span_proxy_weights), torch.cat(self._span_proxy_kinds))
-            out.update({f"{k}_proxy": v for k, v in proxy.items()})
-        return out
-
     def retain_loss(self, model, retain: dict) -> torch.Tensor:
         out = model(**model_inputs(retain))
         return self.retain_loss_from_logits(out.logits, retain)
@@ -211,20 +191,9 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
         return not isinstance(self.weighter, UniformWeighter)
 
     def _remember_weights(self, forget: dict, weights: torch.Tensor):
-        kinds = forget.get("token_kind")
-        if kinds is not None:  # cheap: only the answer tokens of this step, on CPU
-            mask = answer_mask(forget["labels"])
-            self._span_weights.append(weights[mask].detach().float().cpu())
-            self._span_kinds.append(kinds[mask].detach().cpu())
-        proxy = forget.get("token_kind_proxy")
-        if proxy is not None:
-            mask = answer_mask(forget["labels"])
-            self._span_proxy_weights.append(weights[mask].detach().float().cpu())
-            self._span_proxy_kinds.append(proxy[mask].detach().cpu())
-        if self.token_logger is not None and self.token_logger.wants(self.state.global_step + 1):
-            keep = ("input_ids", "labels", "token_kind", "index")
-            self.latest_token_weights = {k: forget[k].detach().cpu() for k in keep if k in forget}
-            self.latest_token_weights["weights"] = weights.detach().cpu()
+        for callback in self.callback_handler.callbacks:  # token log, span metrics (trainers/token_log.py)
+            if isinstance(callback, TokenWeightCallback):
+                callback.on_token_weights(self, forget, weights)
 
 
 def _first(mask):
