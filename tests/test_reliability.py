@@ -216,7 +216,7 @@ def test_vocabulary_mismatch(micro, tmp_path):
 @pytest.mark.parametrize("override, error, message", [
     ({"handler": "Nope"}, UnknownNameError, "unknown trainer 'Nope'; expected one of: ATWU, TokenWeightedUnlearn"),
     ({"method_args.weighter": "nope"}, UnknownNameError,
-     "unknown token weighter 'nope'; expected one of: oracle, reference, retain_frequency, same_token, satimp, "
+     "unknown token weighter 'nope'; expected one of: atwu, oracle, reference, retain_frequency, same_token, satimp, "
      "token_unlearn, token_unlearn_hard, token_unlearn_soft, uniform, wga"),
     ({"method_args.forget_loss.name": "nope"}, UnknownNameError,
      "unknown forget loss 'nope'; expected one of: ga, npo, npo_token, saturated_prob, simnpo, simnpo_token"),
@@ -282,7 +282,7 @@ def test_every_shipped_config_validates():
 @pytest.mark.parametrize("argv, fragments", [
     (["trainer=TW_Nope"], ["unknown trainer config 'TW_Nope'; expected one of: ATWU, TW_GA, TW_GradDiff"]),
     (["trainer=TW_GA", "trainer.method_args.weighter=nope"],
-     ["unknown token weighter 'nope'; expected one of: oracle"]),
+     ["unknown token weighter 'nope'; expected one of: atwu, oracle"]),
     (["trainer=TW_NPO", "trainer.method_args.forget_loss.beta=-1"],
      ["method_args.forget_loss: npo: beta must be a number in (0, inf), got -1"]),
     (["trainer=TW_TokenUnlearnSoft", "trainer.method_args.weighter.top_k_fraction=1.5"],
