@@ -12,13 +12,13 @@ the same way for every weighter:
 * ``update(inputs)``: every step, before ``compute``, with the step's forget batch and
   outputs: a weighter that learns while the model unlearns takes its own step here (ATWU's
   scorer, alternating with the LM step);
-* ``observe_retain(inputs)``: every step, the retain batch and its outputs (only when
-  ``"retain_hidden_states"`` is in ``needs``; ATWU streams them into its retain bank);
+* ``observe_retain(inputs)``: every step with a retain loss, the retain batch and its outputs
+  (only when ``"retain_hidden_states"`` is in ``needs``; ATWU streams them into its bank);
 * ``reference_logp(inputs)``: the frozen initial model's log-probs of the forget batch from
   a cache (``caches_reference_logp``), so the trainer needs no reference forward for them;
 * ``state_dict()``: state saved with every checkpoint as ``<checkpoint_name>.safetensors``
   (+ ``.json``) when ``checkpoint_name`` is set; on resume ``setup`` gets it back as
-  ``WeighterSetup.saved_state``.
+  ``WeighterSetup.saved_state`` (so a weighter with state implements ``setup``).
 """
 
 from dataclasses import dataclass, fields
@@ -102,8 +102,8 @@ class TokenWeighter:
         """Called once before training; default: nothing to prepare."""
 
     def update(self, inputs: WeightingInputs) -> None:  # noqa: B027 - optional hook
-        """Called every step before ``compute`` (grad enabled for the weighter's own
-        parameters only; the inputs are detached); default: nothing learned."""
+        """Called every step before ``compute``, under ``torch.no_grad`` like it (a weighter that
+        fits parameters enables grad for them itself); default: nothing learned."""
 
     def compute(self, inputs: WeightingInputs) -> torch.Tensor:
         raise NotImplementedError
