@@ -12,6 +12,10 @@ trainer runs anyway:
 Setup (once, with the initial model): fill the bank from the retain set, cache the forget
 set's frozen features and reference log-probs (token-level NPO then needs no reference
 forward per step), and pre-fit the scorer on the initial conflicts.
+
+``ATWUWeighting`` holds that state; ``ATWUWeighter`` (registered as ``atwu``) maps it onto the
+weighter hooks: ``setup`` = setup, ``update`` = steps 2-3, ``compute`` = step 4,
+``observe_retain`` = step 1, ``reference_logp`` and ``state_dict`` for the loss and checkpoints.
 """
 
 import hashlib
