@@ -84,7 +84,7 @@ def memory_child(mode, args):
 
 def atwu_parts(trainer):
     """Tensor bytes of ATWU's vocabulary-sized and bank pieces after setup."""
-    w = trainer.atwu
+    w = trainer.weighter.state  # ATWUWeighting
     parts = {}
     sketch = getattr(w, "sketch", None)
     if sketch is not None and hasattr(sketch, "matrix"):
@@ -161,7 +161,7 @@ def main():
     setup_s = time.perf_counter() - t
     print(f"atwu first step (setup: bank fill, frozen features, scorer pre-fit, + 1 step): {setup_s:.1f} s", flush=True)
     print("atwu pieces: " + json.dumps(atwu_parts(trainers["atwu"])), flush=True)
-    sketch = trainers["atwu"].atwu.sketch
+    sketch = trainers["atwu"].weighter.state.sketch
     if sketch is not None:
         logits = torch.randn(args.batch * 64, len(tok))
         labels = torch.randint(0, len(tok), (args.batch * 64,))

@@ -147,7 +147,7 @@ def main():
         "global_step": tr.state.global_step,
         "scorer": None,
     }
-    atwu = getattr(tr, "atwu", None)
+    atwu = getattr(tr.weighter, "state", None)  # ATWUWeighting of the 'atwu' weighter
     if atwu is not None and atwu.scorer is not None:
         report["scorer"] = {k: v.flatten().tolist() for k, v in atwu.scorer.state_dict().items()
                             if k.startswith("linear")}

@@ -16,6 +16,7 @@ from atwu_plugin.evals.span_alignment import span_alignment
 from atwu_plugin.hosts.lite import build_trainer, load_trainer_config
 from atwu_plugin.losses.tokens import answer_mask
 from atwu_plugin.tokens import KIND_IGNORE, KIND_NONE, KIND_SPECIFIC, KIND_TEMPLATE
+from atwu_plugin.trainers.token_log import SpanAlignmentCollector, span_metrics
 from atwu_plugin.zoo.loading import load_causal_lm
 
 torch.set_num_threads(1)
@@ -127,17 +128,18 @@ def _swap(k):
 
 def test_span_metrics_report_the_proxy_source(micro, tmp_path):
     # proxy == word labels: both sources give identical metrics
-    same = _train_with_proxy(micro, tmp_path / "same", lambda k: k.clone()).span_metrics()
+    same = span_metrics(_train_with_proxy(micro, tmp_path / "same", lambda k: k.clone()))
     assert same["span_auroc"] is not None
-    for key in ("span_auroc", "span_ap", "precision_at_k", "n_pos", "n_neg"):
+    for key in ("span_auroc", "span_ap", "span_precision_at_k", "span_n_pos", "span_n_neg"):
         assert same[f"{key}_proxy"] == same[key]
     # proxy = word labels with specific and generic swapped: the proxy metrics are those of the
     # same weights against the swapped kinds (weights and proxy kinds stay aligned), and differ
     tr = _train_with_proxy(micro, tmp_path / "swap", _swap)
-    span = tr.span_metrics()
-    expected = span_alignment(torch.cat(tr._span_weights), _swap(torch.cat(tr._span_kinds)))
-    assert {k: span[f"{k}_proxy"] for k in expected} == expected
-    assert span["span_auroc_proxy"] != span["span_auroc"] and span["n_pos_proxy"] != span["n_pos"]
+    span = span_metrics(tr)
+    collector = next(c for c in tr.callback_handler.callbacks if isinstance(c, SpanAlignmentCollector))
+    expected = span_alignment(torch.cat(collector.weights["token_kind"]), _swap(torch.cat(collector.kinds["token_kind"])))
+    assert {k: span[(k if k.startswith("span_") else f"span_{k}") + "_proxy"] for k in expected} == expected
+    assert span["span_auroc_proxy"] != span["span_auroc"] and span["span_n_pos_proxy"] != span["span_n_pos"]
 
 
 def test_no_proxy_keys_without_the_second_source(micro, tmp_path):
@@ -145,8 +147,8 @@ def test_no_proxy_keys_without_the_second_source(micro, tmp_path):
     tr = build_trainer(cfg, copy.deepcopy(micro["model"]), micro["tokenizer"], micro["forget"], micro["retain"],
                        str(tmp_path), 0)
     tr.train()
-    span = tr.span_metrics()
-    assert "span_auroc" in span and not any(k.endswith("_proxy") for k in span)
+    span = span_metrics(tr)
+    assert span["span_auroc"] is not None and not any(k.endswith("_proxy") for k in span)
 
 
 # ----------------------------------------------------------------------------- smoke zoo

@@ -2,6 +2,7 @@
 the loss, training forgets, checkpoints resume exactly, same seed gives same numbers."""
 
 import copy
+import inspect
 import json
 
 import pytest
@@ -12,6 +13,8 @@ from atwu_plugin.data.collator import TokenLabelCollator
 from atwu_plugin.hosts.lite import build_trainer, load_trainer_config
 from atwu_plugin.losses.tokens import answer_mask, token_logprobs
 from atwu_plugin.registry import UnknownNameError
+from atwu_plugin.trainers.token_log import span_metrics
+from atwu_plugin.weighting import WEIGHTERS, TokenWeighter
 
 
 def _trainer(micro, name, tmp_path, overrides=None, seed=0, model=None):
@@ -104,7 +107,7 @@ def test_atwu_weights_are_probabilities_and_logged(micro, tmp_path):
     assert ((weights >= 0) & (weights <= 1)).all() and weights.std() > 0.05
     # the scorer's weight budget: mean weight near rho (0.3 by default)
     assert 0.1 < float(weights.mean()) < 0.6
-    span = tr.span_metrics()
+    span = span_metrics(tr)
     assert span["span_auroc"] is not None and 0 <= span["span_auroc"] <= 1
 
 
@@ -158,3 +161,53 @@ def test_atwu_works_without_dataset_index(micro, tmp_path):
     before = _mean_forget_logp(tr.model, micro)
     tr.train()
     assert _mean_forget_logp(tr.model, micro) < before
+
+
+class CountingWeighter(TokenWeighter):
+    """Uses every optional hook of the weighter contract, to show the trainer drives them for
+    any weighter (ATWU uses the same ones)."""
+
+    needs = frozenset({"retain_hidden_states"})
+    checkpoint_name = "counting_state"
+
+    def setup(self, context):
+        saved = context.saved_state
+        self.restored = saved is not None
+        self.steps = saved["steps"].clone() if saved is not None else torch.zeros((), dtype=torch.long)
+        self.retain_seen = 0
+
+    def update(self, inputs):
+        self.steps += 1
+
+    def compute(self, inputs):
+        return torch.ones(inputs.labels.shape)
+
+    def observe_retain(self, inputs):
+        assert inputs.hidden_states is not None and not inputs.logits.requires_grad
+        self.retain_seen += 1
+
+    def state_dict(self):
+        return {"steps": self.steps}
+
+
+def test_trainer_drives_every_weighter_hook_and_checkpoints_its_state(micro, tmp_path):
+    over = {"args.num_train_epochs": 1, "args.max_steps": 3, "args.save_strategy": "steps", "args.save_steps": 2}
+    tr = _trainer(micro, "TW_GradDiff", tmp_path, over)
+    tr.weighter = CountingWeighter()
+    tr.train()
+    assert int(tr.weighter.steps) == 3 and tr.weighter.retain_seen == 3 and not tr.weighter.restored
+    assert (tmp_path / "checkpoint-2" / "counting_state.safetensors").exists()
+    resumed = _trainer(micro, "TW_GradDiff", tmp_path, {**over, "args.max_steps": 4})
+    resumed.weighter = CountingWeighter()
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    assert resumed.weighter.restored and int(resumed.weighter.steps) == 4  # 2 saved + steps 3 and 4
+
+
+def test_token_weighted_trainer_names_no_weighter():
+    """The trainer reaches weighters only through the contract (weighting/base.py)."""
+    import atwu_plugin.trainers.token_weighted as module
+
+    source = inspect.getsource(module)
+    assert "isinstance(self.weighter" not in source and "type(self.weighter) is" not in source
+    for name in WEIGHTERS.names():  # (the default weighter="uniform" is a config value, fine)
+        assert f"weighting.{name}" not in source and f'== "{name}"' not in source, name

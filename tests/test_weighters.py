@@ -1,5 +1,6 @@
 """Token weighters on tiny hand-made tensors: formulas, masking, stop-grad, errors."""
 
+import dataclasses
 import math
 
 import pytest
@@ -303,12 +304,36 @@ def test_token_unlearn_soft_mean_is_one():
 # --- every weighter: zero off the answer tokens, errors ----------------------------------
 
 
-def all_weighters():
-    table = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+def setup_context(table, head):
+    """A WeighterSetup with every part filled in, for a tiny model: hidden state
+    ``table[id]`` in both layers, logits ``h @ head.T``."""
     retain = [{"input_ids": torch.tensor([[1, 2, 3, 2]]), "labels": torch.tensor([[X, 2, 3, 2]])}]
-    setup = WeighterSetup(vocab_size=6, retain_batches=retain, model=state_model(table))
+    forget = [{"input_ids": torch.tensor([[1, 4, 5, 3], [2, 5, 4, 1]]), "labels": torch.tensor([[X, 4, 5, 3], [X, X, 4, 1]]),
+               "index": torch.tensor([0, 1])}]
+
+    def forward(batch):
+        h = table[batch["input_ids"]]
+        return h @ head.T, (h, h)
+
+    return WeighterSetup(vocab_size=6, retain_batches=retain, model=state_model(table), hidden_size=4, n_layers=2,
+                         datasets={"retain": retain, "forget": forget},
+                         batches=lambda split: {"retain": retain, "forget": forget}[split],
+                         forward=forward, output_embedding=head)
+
+
+def small_options(name):
+    if name.startswith("token_unlearn"):
+        return {"mask_token_id": 0}
+    if name == "atwu":  # live features: the test batches are not in its frozen-feature cache
+        return {"features": "live", "sketch_dim": 4, "bank_size": 8, "pretrain_steps": 2}
+    return {}
+
+
+def all_weighters():
+    gen = torch.Generator().manual_seed(0)
+    setup = setup_context(torch.randn(6, 4, generator=gen), torch.randn(6, 4, generator=gen))
     for name in WEIGHTERS.names():
-        weighter = build_weighter(name, **({"mask_token_id": 0} if name.startswith("token_unlearn") else {}))
+        weighter = build_weighter(name, **small_options(name))
         weighter.setup(setup)
         yield name, weighter
 
@@ -323,10 +348,12 @@ def test_zero_off_answer_tokens(name, weighter, prompt_length):
     labels[:, :prompt_length] = X
     labels[attention == 0] = X
     lm = nn.Sequential(nn.Embedding(6, 4), nn.Linear(4, 6))
+    hidden = torch.randn(2, 6, 4)
     inputs = WeightingInputs(
         input_ids=input_ids, labels=labels, logits=lm(input_ids), attention_mask=attention,
-        hidden_states=torch.randn(2, 6, 4), aux_logits=torch.randn(2, 6, 6),
+        hidden_states=hidden, all_hidden_states=(hidden, hidden), aux_logits=torch.randn(2, 6, 6),
         token_kind=torch.where(labels == X, KIND_NONE, KIND_SPECIFIC), model=lambda ids, mask: lm(ids),
+        output_embedding=lm[1].weight.detach(),
     )
     w = weighter(inputs)
     assert w.shape == labels.shape and not w.requires_grad
@@ -364,3 +391,39 @@ def test_unknown_weighter_and_missing_inputs():
         build_weighter("atwu_x")
     with pytest.raises(ValueError, match="needs .*aux_logits"):
         build_weighter("reference")(inputs_for())
+
+
+def test_atwu_is_a_weighter_whose_state_resumes_exactly():
+    """ATWU through the contract alone: setup (bank, frozen features, pre-fit), then every call
+    is update (the scorer's step) + compute; a weighter set up from its ``state_dict`` (as on
+    resume) continues with bit-identical weights and reference log-probs."""
+    gen = torch.Generator().manual_seed(0)
+    table, head = torch.randn(6, 4, generator=gen), torch.randn(6, 4, generator=gen)
+    context = setup_context(table, head)
+    options = {"sketch_dim": 4, "bank_size": 8, "pretrain_steps": 2, "bank_refresh_every": 2}
+    weighter = build_weighter("atwu", **options)
+    assert {"all_hidden_states", "output_embedding", "retain_hidden_states"} <= weighter.needs
+    assert weighter.caches_reference_logp and weighter.checkpoint_name == "atwu_state"
+    weighter.setup(context)
+    batch = context.datasets["forget"][0]
+    logits, hidden = context.forward(batch)
+
+    def step(w):
+        inputs = WeightingInputs(input_ids=batch["input_ids"], labels=batch["labels"], logits=logits,
+                                 index=batch["index"], hidden_states=hidden[-1], all_hidden_states=hidden,
+                                 output_embedding=head)
+        w.observe_retain(inputs)
+        return w(inputs), w.reference_logp(inputs)
+
+    step(weighter)
+    import copy
+
+    resumed = build_weighter("atwu", **options)
+    resumed.setup(dataclasses.replace(context, saved_state=copy.deepcopy(weighter.state_dict())))
+    for _ in range(3):
+        (w_a, ref_a), (w_b, ref_b) = step(weighter), step(resumed)
+        assert torch.equal(w_a, w_b) and torch.equal(ref_a, ref_b)
+    mask = answer_mask(batch["labels"])
+    assert (w_a[~mask] == 0).all() and ((w_a[mask] > 0) & (w_a[mask] < 1)).all()
+    expected_ref = token_logprobs(logits, batch["labels"])[mask]
+    assert torch.allclose(ref_a[mask], expected_ref)

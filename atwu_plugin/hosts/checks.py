@@ -130,18 +130,16 @@ def validate_trainer_config(cfg: dict, source: str = "trainer config") -> dict:
             break
         if "__init__" in vars(klass):
             known |= set(_init_params(klass)) - {"evaluators", "template_args", "model_loader"}  # host-given
-    atwu_keys = set()
-    from atwu_plugin.trainers.atwu import ATWU
-    from atwu_plugin.weighting.atwu import ATWUConfig
-
-    if issubclass(cls, ATWU):
-        atwu_keys = {f.name for f in dataclasses.fields(ATWUConfig)}
-        known |= atwu_keys | {"weighter"}  # ATWU ignores a weighter: it computes its own weights
+    # a method built around one weighter (ATWU) takes its options flat and ignores a weighter
+    fixed = getattr(cls, "fixed_weighter", None)
+    fixed_keys = set(_init_params(WEIGHTERS.get(fixed))) if fixed else set()
+    if fixed:
+        known |= fixed_keys | {"weighter"}
     _unknown_keys(f"method_args of {handler}", method_args, known)
-    if atwu_keys:
+    if fixed:  # its own message names the field ("ATWU method_args.rho=1.5: expected ...")
         from atwu_plugin.trainers.config import plain
 
-        ATWUConfig.from_dict({k: plain(v) for k, v in method_args.items() if k in atwu_keys})
+        WEIGHTERS.build(fixed, **{k: plain(v) for k, v in method_args.items() if k in fixed_keys})
 
     if not issubclass(cls, TokenWeightedUnlearn):
         return cfg
@@ -149,7 +147,6 @@ def validate_trainer_config(cfg: dict, source: str = "trainer config") -> dict:
         from atwu_plugin.trainers.adapters import adapter_spec
 
         adapter_spec(method_args["peft"])
-    is_atwu = bool(atwu_keys)
     defaults = {n: p.default for n, p in _init_params(cls).items()}
     defaults.update({n: p.default for n, p in _init_params(TokenWeightedUnlearn).items() if n not in defaults})
     normalizer = method_args.get("normalizer", defaults.get("normalizer", "batch_tokens"))
@@ -158,10 +155,9 @@ def validate_trainer_config(cfg: dict, source: str = "trainer config") -> dict:
             check_normalizer(normalizer)
         except ValueError as err:
             raise ValueError(f"method_args.normalizer: {err}") from None
-    forget = method_args.get("forget_loss") or (
-        {"name": "npo_token", "beta": 1.0} if is_atwu else defaults.get("forget_loss", "ga"))
+    forget = method_args.get("forget_loss") or defaults.get("forget_loss", "ga")
     _build_component(FORGET_LOSSES, forget, "forget_loss", {"normalizer": normalizer})
-    if not is_atwu:
+    if not fixed:
         _build_component(WEIGHTERS, method_args.get("weighter", defaults.get("weighter", "uniform")),
                          "weighter", {"mask_token_id": 0})  # the trainer fills in the tokenizer's id
     _build_component(RETAIN_LOSSES, method_args.get("retain_loss", defaults.get("retain_loss", "nll")),

@@ -14,6 +14,7 @@ from atwu_plugin.hosts.checks import check_max_positions
 from atwu_plugin.hosts.components import trainer_class
 from atwu_plugin.hosts.lite_outputs import resolve_resume_checkpoint, save_unlearned_model
 from atwu_plugin.hosts.lite_trainer import build_trainer, load_trainer_config
+from atwu_plugin.trainers.token_log import span_metrics
 from atwu_plugin.utils.atomic import atomic_write_text
 from atwu_plugin.zoo.loading import load_causal_lm
 
@@ -81,11 +82,7 @@ def run_lite_cell(bench, trainer: str, overrides: dict, seed: int, out_dir: str,
     metrics = evaluator.evaluate(trainer_obj.model)
     metrics.pop("details", None)
     ou = metrics.pop("ou", {})
-    span = trainer_obj.span_metrics() if hasattr(trainer_obj, "span_metrics") else {}
-    # every span_* metric the trainer reports (one per label source), under stable names
-    metrics.update(span_auroc=None, span_ap=None, span_precision_at_k=None)
-    for k, v in span.items():
-        metrics[k if k.startswith("span_") else f"span_{k}"] = v
+    metrics.update(span_metrics(trainer_obj))  # span_* of every label source (None when not collected)
     metrics["train_s"] = round(train_s, 2)
     result = {"metrics": metrics, "ou_metrics": ou, "model": model_path or bench.model_name,
               "wall_s": round(time.time() - t0, 2)}

@@ -129,13 +129,30 @@ class PluginUnlearnTrainer(Trainer):
     def save_extra_state(self, folder: str) -> None:
         """Method state beyond model/optimizer/scheduler/RNG (override; default: none)."""
 
-    def train(self, *args, **kwargs):
+    def load_extra_state(self, folder: str) -> None:
+        """Read back what ``save_extra_state`` wrote, when resuming from ``folder`` (override)."""
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        # Under DeepSpeed/FSDP transformers restores the model itself and never calls
+        # _load_from_checkpoint: read the extra state here (every rank reads rank 0's file).
+        if getattr(self, "is_deepspeed_enabled", False) or getattr(self, "is_fsdp_enabled", False):
+            path = resume_from_checkpoint
+            if isinstance(path, bool):
+                from transformers.trainer_utils import get_last_checkpoint
+
+                path = get_last_checkpoint(self.args.output_dir) if path else None
+            if path:
+                self.load_extra_state(path)
         if getattr(self, "is_deepspeed_enabled", False):  # resuming reads DeepSpeed's pickles
             from atwu_plugin.trainers.zero import deepspeed_checkpoint_globals
 
             with torch.serialization.safe_globals(deepspeed_checkpoint_globals()):
-                return super().train(*args, **kwargs)
-        return super().train(*args, **kwargs)
+                return super().train(resume_from_checkpoint, *args, **kwargs)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, *args, **kwargs):
+        super()._load_from_checkpoint(resume_from_checkpoint, *args, **kwargs)
+        self.load_extra_state(resume_from_checkpoint)
 
     def _load_rng_state(self, checkpoint):
         """transformers < 4.50 saves numpy RNG state with ``torch.save`` and reloads it with

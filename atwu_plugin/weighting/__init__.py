@@ -4,6 +4,7 @@ from atwu_plugin.weighting.base import WEIGHTERS, TokenWeighter, WeighterSetup, 
 
 # imported for their registration side effect
 from atwu_plugin.weighting import (  # noqa: F401,E402
+    atwu,
     oracle,
     reference,
     retain_frequency,

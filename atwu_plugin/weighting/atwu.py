@@ -12,15 +12,21 @@ trainer runs anyway:
 Setup (once, with the initial model): fill the bank from the retain set, cache the forget
 set's frozen features and reference log-probs (token-level NPO then needs no reference
 forward per step), and pre-fit the scorer on the initial conflicts.
+
+``ATWUWeighting`` holds that state; ``ATWUWeighter`` (registered as ``atwu``) maps it onto the
+weighter hooks: ``setup`` = setup, ``update`` = steps 2-3, ``compute`` = step 4,
+``observe_retain`` = step 1, ``reference_logp`` and ``state_dict`` for the loss and checkpoints.
 """
 
 import hashlib
+import inspect
 from dataclasses import asdict, dataclass, fields
 from typing import Callable, Iterable, Optional
 
 import torch
 
 from atwu_plugin.losses.tokens import answer_mask, token_logprobs
+from atwu_plugin.weighting.base import TokenWeighter, WeighterSetup, WeightingInputs, register_weighter
 from atwu_plugin.weighting.conflict import retain_conflict
 from atwu_plugin.weighting.conflict_ablations import mean_gradient_alignment
 from atwu_plugin.weighting.output_grad import ExactE, RandomProjectionSketch, TopKSketch, output_grad_features
@@ -148,6 +154,7 @@ class ATWUWeighting:
         # identical replica); ``rank`` reseeds the forget-token subsample per (rank, step).
         self.gather_rows: Callable = lambda t: t
         self.rank: Optional[int] = None
+        self._step_inputs = None  # (forget features, conflicts) from ``update`` to ``weights``
 
     # ---- features ----------------------------------------------------------------------
     def grad_features(self, logits, hidden, labels, max_tokens=None):
@@ -225,15 +232,15 @@ class ATWUWeighting:
             return
         self.filling.add(*(self.gather_rows(x) for x in self.grad_features(logits, hidden, labels)[:3]))
 
-    def step(self, batch: dict, logits, hidden_states, output_embedding):
-        """Weights ``[B, T]`` (detached) and cached reference log-probs ``[B, T]`` for a forget
-        batch, after the scorer's update on this step's conflicts."""
+    def update(self, batch: dict, logits, hidden_states, output_embedding) -> None:
+        """The scorer's half of one step: this step's retain conflicts on a sampled subset of
+        the forget tokens, ``scorer_steps`` Adam steps on them (every ``scorer_every`` steps),
+        then the step count advances and the banks swap every ``bank_refresh_every`` steps.
+        ``weights`` then reads the updated scorer (the LM's half)."""
         cfg = self.cfg
         labels = batch["labels"]
-        idx = sample_keys(batch)
-        mask = answer_mask(labels)
         if cfg.features == "frozen":
-            feats_all = self.features.gather(idx, labels)
+            feats_all = self.features.gather(sample_keys(batch), labels)
         else:
             feats_all = self.scorer_inputs([h.detach() for h in hidden_states], labels, output_embedding)
         # conflict on a sampled subset (all tokens for `direct`, which has no scorer to generalize)
@@ -242,24 +249,38 @@ class ATWUWeighting:
             self.gen.manual_seed((cfg.seed * 1_000_003 + self.rank) * 1_000_033 + self.steps_seen)
         gfeats = self.grad_features(logits.detach(), hidden_states[-1].detach(), labels, max_tokens=limit)
         c = self.conflict(gfeats)
-        rows = _row_index(labels)[gfeats.positions[:, 0], gfeats.positions[:, 1]]
-        weights = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
-        if self.scorer is None:
-            weights[mask] = direct_weights(c, cfg.direct_a).to(weights.device)
-        else:
-            if self.steps_seen % cfg.scorer_every == 0:
-                with torch.enable_grad():
-                    for _ in range(cfg.scorer_steps):
-                        self._scorer_step(self.gather_rows(feats_all[rows]), self.gather_rows(c))
-            with torch.no_grad():
-                weights[mask] = self.scorer(feats_all).to(weights.device)
-        ref = torch.zeros_like(weights)
-        ref[mask] = self.ref_logp.gather(idx, labels).to(weights.device)
+        if self.scorer is not None and self.steps_seen % cfg.scorer_every == 0:
+            rows = _row_index(labels)[gfeats.positions[:, 0], gfeats.positions[:, 1]]
+            with torch.enable_grad():
+                for _ in range(cfg.scorer_steps):
+                    self._scorer_step(self.gather_rows(feats_all[rows]), self.gather_rows(c))
+        self._step_inputs = (feats_all, c)  # read once by ``weights``
         self.steps_seen += 1
         if cfg.bank_refresh_every and self.steps_seen % cfg.bank_refresh_every == 0 and len(self.filling):
             self.bank, self.filling = self.filling, self.bank
             self.filling.refresh([], None)  # empty it; reseeded from its own history
-        return weights, ref
+
+    @torch.no_grad()
+    def weights(self, labels: torch.Tensor) -> torch.Tensor:
+        """Weights ``[B, T]`` (float32, zero off the answer tokens) of the batch the last
+        ``update`` saw: the scorer's on every forget token, or ``direct``'s from the conflicts."""
+        if self._step_inputs is None:
+            raise RuntimeError("ATWU: weights() before update() in this step")
+        (feats_all, c), self._step_inputs = self._step_inputs, None
+        mask = answer_mask(labels)
+        weights = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
+        if self.scorer is None:
+            weights[mask] = direct_weights(c, self.cfg.direct_a).to(weights.device)
+        else:
+            weights[mask] = self.scorer(feats_all).to(weights.device)
+        return weights
+
+    def reference_logp(self, batch: dict) -> torch.Tensor:
+        """The initial model's log-probs ``[B, T]`` of a forget batch, cached at setup."""
+        labels = batch["labels"]
+        ref = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
+        ref[answer_mask(labels)] = self.ref_logp.gather(sample_keys(batch), labels).to(ref.device)
+        return ref
 
     # ---- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -290,6 +311,71 @@ class ATWUWeighting:
         if self.scorer is not None:
             self.scorer.load_state_dict(sd["scorer"])
             self.optimizer.load_state_dict(sd["optimizer"])
+
+
+def answer_tokens(dataset) -> int:
+    """Answer tokens of a dataset of tokenized items (0 if its items carry no ``labels``): the
+    rows the setup pass will offer the retain bank, so the bank is allocated once."""
+    try:
+        return sum(int(answer_mask(torch.as_tensor(dataset[i]["labels"])[None]).sum()) for i in range(len(dataset)))
+    except (KeyError, TypeError, IndexError):
+        return 0
+
+
+@register_weighter("atwu")
+class ATWUWeighter(TokenWeighter):
+    """ATWU through the weighter contract (``weighting/base.py``): ``setup`` builds the state
+    above with the initial model (retain bank, frozen forget features, reference log-probs,
+    scorer pre-fit) or restores it from a checkpoint; ``update`` is the scorer's step of the
+    alternation, ``compute`` the LM step's weights; ``observe_retain`` feeds the filling bank.
+    Options: the fields of ``ATWUConfig`` (the ATWU trainer takes them flat in method_args)."""
+
+    caches_reference_logp = True  # token-level NPO needs no reference forward per step
+    checkpoint_name = "atwu_state"
+
+    def __init__(self, **options):
+        self.cfg = ATWUConfig.from_dict(options)
+        streams_retain = {"retain_hidden_states"} if self.cfg.bank_refresh_every else set()
+        self.needs = frozenset({"all_hidden_states", "output_embedding"} | streams_retain)
+        self.state: Optional[ATWUWeighting] = None
+
+    def setup(self, context: WeighterSetup) -> None:
+        # the scorer's initialization draws from torch's RNG (the trainer runs setup on a copy)
+        self.state = ATWUWeighting(self.cfg, context.vocab_size, context.hidden_size, context.n_layers)
+        if context.rank is not None:  # data parallel / ZeRO: one replicated state (trainers/zero.py)
+            self.state.gather_rows, self.state.rank = context.gather_rows, context.rank
+        if context.saved_state is not None:  # resuming: the saved state replaces the setup
+            self.state.load_state_dict(context.saved_state)
+            return
+        self.state.setup(context.batches("retain"), context.batches("forget"), context.forward,
+                         context.output_embedding, retain_tokens=answer_tokens(context.datasets["retain"]))
+
+    def update(self, inputs: WeightingInputs) -> None:
+        self.state.update(_batch(inputs), inputs.logits, inputs.all_hidden_states, inputs.output_embedding)
+
+    def compute(self, inputs: WeightingInputs) -> torch.Tensor:
+        return self.state.weights(inputs.labels)
+
+    def observe_retain(self, inputs: WeightingInputs) -> None:
+        self.state.observe_retain(inputs.logits, inputs.hidden_states, inputs.labels)
+
+    def reference_logp(self, inputs: WeightingInputs) -> torch.Tensor:
+        return self.state.reference_logp(_batch(inputs))
+
+    def state_dict(self) -> dict:
+        return self.state.state_dict() if self.state is not None else {}
+
+
+# the options are ATWUConfig's fields: named, with defaults, for config checks and --help
+ATWUWeighter.__init__.__signature__ = inspect.Signature(
+    [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    + [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default) for f in fields(ATWUConfig)])
+
+
+def _batch(inputs: WeightingInputs) -> dict:
+    """The batch keys ``ATWUWeighting`` reads (labels; sample keys from index or tokens)."""
+    return {"input_ids": inputs.input_ids, "labels": inputs.labels, "attention_mask": inputs.attention_mask,
+            "index": inputs.index}
 
 
 def extra_memory_bytes(cfg: ATWUConfig, vocab_size: int, hidden_size: int, retain_tokens: int,

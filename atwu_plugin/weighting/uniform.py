@@ -7,5 +7,7 @@ from atwu_plugin.weighting.base import TokenWeighter, WeightingInputs, register_
 
 @register_weighter("uniform")
 class UniformWeighter(TokenWeighter):
+    ranks_tokens = False  # sample-level methods: no token ranking to align with spans
+
     def compute(self, inputs: WeightingInputs) -> torch.Tensor:
         return torch.ones(inputs.labels.shape, device=inputs.labels.device)

@@ -32,13 +32,12 @@ def uniform_atwu_weights() -> Iterator[None]:
     from atwu_plugin.losses.tokens import answer_mask
     from atwu_plugin.weighting.atwu import ATWUWeighting
 
-    real_step = ATWUWeighting.step
+    real_weights = ATWUWeighting.weights
 
-    def step(self, batch, logits, hidden_states, output_embedding):
-        weights, ref_logp = real_step(self, batch, logits, hidden_states, output_embedding)
-        return answer_mask(batch["labels"]).to(weights.dtype), ref_logp
+    def weights(self, labels):
+        return answer_mask(labels).to(real_weights(self, labels).dtype)
 
-    with mock.patch.object(ATWUWeighting, "step", step):
+    with mock.patch.object(ATWUWeighting, "weights", weights):
         yield
 
 
