@@ -1,7 +1,7 @@
 """atwu-plugin: ATWU and token-weighted LLM unlearning, as an OpenUnlearning plugin.
 
 Layers (imports only go downward, no circles; tests/test_architecture.py checks it):
-    cli > leaderboard > hosts > benchmarks > zoo > trainers > evals > data > weighting > losses
+    cli > leaderboard > hosts > tasks > zoo > trainers > evals > data > weighting > losses
     > bottom (registry, plugins, tokens, utils, configs)
 ``losses`` and ``weighting`` import nothing but torch and the bottom modules.
 """

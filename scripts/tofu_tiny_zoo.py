@@ -13,7 +13,7 @@ import argparse
 import json
 import time
 
-from atwu_plugin.benchmarks import get_benchmark
+from atwu_plugin.tasks import get_benchmark
 from atwu_plugin.data.tofu_labels import TOKEN_TYPES
 from atwu_plugin.data.tofu_splits import FORGET_SPLITS
 from atwu_plugin.utils.atomic import atomic_write_text

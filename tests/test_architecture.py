@@ -3,7 +3,7 @@ layers and there are no import circles, counting module-level and function-level
 imports alike; OpenUnlearning's modules are imported only by the OpenUnlearning host.
 
 Layers, top to bottom (imports within one layer are fine, circles are not):
-    cli > leaderboard > hosts > benchmarks > zoo > trainers > evals > data > weighting > losses > bottom
+    cli > leaderboard > hosts > tasks > zoo > trainers > evals > data > weighting > losses > bottom
 bottom: registry, tokens, utils, configs, the package ``__init__`` and ``plugins`` (the
 registry's feed: entry points and ``--plugins`` modules; pure Python, imports only registry).
 """
@@ -14,7 +14,7 @@ from typing import Dict, Iterable, List, Set, Tuple
 
 PACKAGE = "atwu_plugin"
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ("cli", "leaderboard", "hosts", "benchmarks", "zoo", "trainers", "evals", "data", "weighting", "losses",
+LAYERS = ("cli", "leaderboard", "hosts", "tasks", "zoo", "trainers", "evals", "data", "weighting", "losses",
           "bottom")
 BOTTOM = ("registry", "tokens", "utils", "configs", "plugins")
 # OpenUnlearning's top-level modules (its src/ on sys.path): only hosts/ may import them.

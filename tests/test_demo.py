@@ -203,7 +203,7 @@ def test_demo_run_is_quiet_writes_its_outputs_and_jobs_do_not_change_numbers(tmp
 @pytest.mark.slow
 def test_demo_zoo_quality_gates():
     """The demo zoo (half the authors of the default one) passes the default zoo's gates."""
-    from atwu_plugin.benchmarks.embedded import EmbeddedBenchmark
+    from atwu_plugin.tasks.embedded import EmbeddedBenchmark
     from atwu_plugin.zoo.quality import model_quality
 
     bench = EmbeddedBenchmark(zoo="demo").prepare(log=lambda *a: None)

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from atwu_plugin.data.collator import TokenLabelCollator
-from atwu_plugin.evals.lite_eval import LiteEvaluator
+from atwu_plugin.evals.tofu_eval import TofuEvaluator
 from atwu_plugin.hosts.lite import build_trainer, load_trainer_config, parse_lite_overrides
 from atwu_plugin.trainers.adapters import ADAPTER_WEIGHTS, BaseModelView, adapter_spec
 from atwu_plugin.trainers.base import last_complete_checkpoint
@@ -104,7 +104,7 @@ def test_lora_trains_only_the_adapter_and_resumes_merges_evaluates(micro, tmp_pa
     with torch.no_grad():
         assert torch.allclose(merged(**inputs).logits, trained, atol=1e-5)
     splits = micro["splits"]
-    evaluator = LiteEvaluator(micro["tokenizer"], TINY_TEMPLATE_ARGS,
+    evaluator = TofuEvaluator(micro["tokenizer"], TINY_TEMPLATE_ARGS,
                               {"forget": splits["forget10"][:8], "retain": splits["retain90"][:8]},
                               max_new_tokens=4, batch_size=4, progress=False)
     got = evaluator.evaluate(merged)

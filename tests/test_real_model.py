@@ -150,14 +150,14 @@ def test_chat_encoding_masks_and_labels_on_tofu(smol, forget_records):
 @needs_package
 @needs_tofu
 def test_evaluator_generates_with_the_chat_template(smol, forget_records):
-    """LiteEvaluator's greedy generation and ROUGE on real-author questions, prompted through
+    """TofuEvaluator's greedy generation and ROUGE on real-author questions, prompted through
     SmolLM2's chat template: the model answers (it knows some real authors), generation
     stops at the end of the turn, the ground truth is the answer text."""
     from atwu_plugin.data.tofu_splits import TofuSplits, evenly_spaced
-    from atwu_plugin.evals.lite_eval import LiteEvaluator
+    from atwu_plugin.evals.tofu_eval import TofuEvaluator
 
     records = evenly_spaced(TofuSplits(TOFU_DIR).world("real_authors_perturbed"), 6)
-    ev = LiteEvaluator(smol["tokenizer"], smol["entry"].template_args, {"forget": forget_records[:2], "ra": records},
+    ev = TofuEvaluator(smol["tokenizer"], smol["entry"].template_args, {"forget": forget_records[:2], "ra": records},
                        batch_size=6, max_new_tokens=32, max_length=256, progress=False)
     gen = ev._generate(smol["model"], "ra")
     assert gen["ground_truth"] == [r["answer"].strip() for r in records]
@@ -215,7 +215,7 @@ def test_ou_model_config_matches_the_zoo_template():
 
 
 def test_tofu_real_benchmark_options_are_checked():
-    from atwu_plugin.benchmarks import get_benchmark
+    from atwu_plugin.tasks import get_benchmark
 
     with pytest.raises(ValueError, match="model='nope'; expected one of"):
         get_benchmark("tofu_real", data_dir=str(TOFU_DIR), model="nope")
@@ -252,7 +252,7 @@ def test_lite_host_runs_tofu_real_by_name(tmp_path):
 def test_leaderboard_spec_reaches_tofu_real_by_name():
     """A leaderboard spec names the benchmark `tofu_real`; the cell runner's lookup builds it
     (construction only: no model is converted or loaded here)."""
-    from atwu_plugin.benchmarks import get_benchmark
+    from atwu_plugin.tasks import get_benchmark
     from atwu_plugin.leaderboard.spec import parse_spec
 
     spec = parse_spec({"name": "real", "host": "lite", "output_dir": "out", "seeds": [0], "methods": [{"name": "ATWU", "trainer": "ATWU"}],

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from atwu_plugin.benchmarks import get_benchmark
+from atwu_plugin.tasks import get_benchmark
 from atwu_plugin.cli.regress import main as regress_main
 from atwu_plugin.leaderboard.cells import default_run_cell
 from atwu_plugin.leaderboard.runner import run_leaderboard

@@ -26,7 +26,7 @@ from atwu_plugin.hosts.checks import validate_trainer_config
 from atwu_plugin.trainers.checks import check_has_answer_tokens, check_vocab
 from atwu_plugin.hosts.lite import build_trainer, load_trainer_config, parse_lite_overrides
 from atwu_plugin.registry import UnknownNameError
-from atwu_plugin.trainers.guards import NonFiniteLossError, NonFiniteLossGuard
+from atwu_plugin.trainers.nonfinite import NonFiniteLossError, NonFiniteLossGuard
 from atwu_plugin.zoo.loading import load_causal_lm, load_tokenizer
 from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS
 
@@ -421,7 +421,7 @@ def test_nonfinite_steps_skipped_when_configured(micro, tmp_path, caplog):
         def on_step_end(self, args, state, control, **kwargs):
             snapshots.append(model.lm_head.weight.detach().clone())
     trainer.add_callback(Snapshot())
-    with caplog.at_level(logging.WARNING, logger="atwu_plugin.trainers.guards"):
+    with caplog.at_level(logging.WARNING, logger="atwu_plugin.trainers.nonfinite"):
         trainer.train()
     assert guard.n_skipped == 2 and guard.skipped_steps == [2, 3]
     assert torch.equal(snapshots[0], snapshots[1]) and torch.equal(snapshots[1], snapshots[2])  # no update

@@ -615,7 +615,7 @@ def test_eval_of_a_run_dir_points_at_its_model(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_eval_max_length_beyond_model_positions(tmp_path, capsys):
-    from atwu_plugin.benchmarks.embedded import EmbeddedBenchmark
+    from atwu_plugin.tasks.embedded import EmbeddedBenchmark
 
     tok = EmbeddedBenchmark(zoo="smoke").tokenizer()
     model_dir = tmp_path / "short"

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from atwu_plugin.benchmarks import get_benchmark
+from atwu_plugin.tasks import get_benchmark
 from atwu_plugin.data.rwku import Probe, open_rwku
 from atwu_plugin.data.rwku_tiny import TinyCorpusSpec, filled_cloze, intro_statement, kept_probes, target_texts
 from atwu_plugin.zoo.rwku import RWKUTinySpec, rwku_tiny_corpus, spec_key

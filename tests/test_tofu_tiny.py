@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from atwu_plugin.benchmarks import get_benchmark
+from atwu_plugin.tasks import get_benchmark
 from atwu_plugin.data.collator import TokenLabelCollator
 from atwu_plugin.data.proxy_kinds import PROXY_KEY, attach_proxy_kinds, proxy_kinds
 from atwu_plugin.data.tofu_splits import TofuSplits, check_data_dir, evenly_spaced

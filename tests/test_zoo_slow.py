@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from atwu_plugin.benchmarks.embedded import EmbeddedBenchmark
+from atwu_plugin.tasks.embedded import EmbeddedBenchmark
 from atwu_plugin.evals.trajectory import TrajectoryCallback, value_at
 from atwu_plugin.hosts.lite import build_trainer, load_trainer_config
 from atwu_plugin.zoo.build import build_zoo

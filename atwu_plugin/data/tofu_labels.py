@@ -39,7 +39,7 @@ Two label sources, to be reported side by side (never one alone):
 Loaders: ``load_tofu_split`` reads one TOFU file (JSON Lines, as vendored in
 ``/work/shared/data/tofu``; a line holding a JSON array of records and a whole-file JSON
 array are accepted too) and checks the fields that file must have; ``tofu_records_with_spans``
-returns ``forgetNN_perturbed`` records with ``spans`` for ``QADataset`` / ``LiteEvaluator``.
+returns ``forgetNN_perturbed`` records with ``spans`` for ``QADataset`` / ``TofuEvaluator``.
 """
 
 import json
@@ -219,7 +219,7 @@ def tofu_records_with_spans(data_dir: Union[str, Path], forget_split: str = "for
 
     Each record: ``question``, ``answer``, ``paraphrased_answer``, ``perturbed_answer``
     (list), ``paraphrased_question`` and ``spans`` (``word_labels`` of the answer), ready for
-    ``QADataset(records, ...)`` and ``LiteEvaluator(splits={"forget": records, ...})``."""
+    ``QADataset(records, ...)`` and ``TofuEvaluator(splits={"forget": records, ...})``."""
     name = forget_split[:-5] if forget_split.endswith(".json") else forget_split
     name = name if name.endswith("_perturbed") else f"{name}_perturbed"
     out = []

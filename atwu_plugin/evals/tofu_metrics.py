@@ -1,6 +1,6 @@
 """TOFU metrics with OpenUnlearning's (OU) definitions, as pure numpy/scipy functions.
 
-No model code lives here: the lite evaluator (``atwu_plugin.evals.lite_eval``) computes the
+No model code lives here: the lite evaluator (``atwu_plugin.evals.tofu_eval``) computes the
 per-sample average negative log-likelihoods and the generations, and these functions turn
 them into the numbers OU's ``TOFUEvaluator`` reports (OU snapshot d3d7cf9,
 ``src/evals/metrics/{memorization,privacy,utility,utils}.py`` and

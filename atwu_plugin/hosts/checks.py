@@ -101,7 +101,7 @@ def validate_trainer_config(cfg: dict, source: str = "trainer config") -> dict:
     listing the known ones; unknown keys and out-of-range values raise ``ValueError`` naming
     ``method_args.<field>`` (or ``args.<field>``), the value and the expected range."""
     from atwu_plugin.hosts.components import trainer_class
-    from atwu_plugin.trainers.guards import MODES as NONFINITE_MODES
+    from atwu_plugin.trainers.nonfinite import MODES as NONFINITE_MODES
 
     handler = cfg.get("handler")
     if not isinstance(handler, str) or not handler:
@@ -183,7 +183,7 @@ def _validate_training_args(args: dict) -> None:
 def make_benchmark(name: str, options: Optional[dict] = None):
     """``get_benchmark(name, **options)`` with unknown options named and the known ones
     listed (instead of a constructor ``TypeError``)."""
-    from atwu_plugin.benchmarks import BENCHMARKS, get_benchmark
+    from atwu_plugin.tasks import BENCHMARKS, get_benchmark
 
     options = dict(options or {})
     try:

@@ -134,7 +134,7 @@ def run_lite(args) -> int:
 
     from atwu_plugin.plugins import PluginLoadError
     from atwu_plugin.trainers.base import last_complete_checkpoint
-    from atwu_plugin.trainers.guards import NonFiniteLossError
+    from atwu_plugin.trainers.nonfinite import NonFiniteLossError
     from atwu_plugin.utils.atomic import atomic_write_json
     from atwu_plugin.utils.run_lock import OutputDirLocked, check_output_dir, output_dir_lock
     from atwu_plugin.zoo.loading import check_model_dir

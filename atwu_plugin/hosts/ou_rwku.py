@@ -71,7 +71,7 @@ class RWKUCorpusDataset:
             self._windows = RWKUTextDataset(self.texts, tokenizer, max_length=max_length)
             self.items = None
         else:
-            from atwu_plugin.benchmarks.rwku_tiny import TextItems
+            from atwu_plugin.tasks.rwku_tiny import TextItems
 
             spec = TinyCorpusSpec(probes_per_level=probes_per_level, mia_per_target=mia_per_target)
             self.texts = [x for t in chosen for x in target_texts(data, t, spec)]

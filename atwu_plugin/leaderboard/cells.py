@@ -1,7 +1,7 @@
 """The cell runner behind ``atwu-leaderboard`` and ``atwu-demo``: hands one (benchmark, method,
 seed) cell to its host (``atwu_plugin.hosts``) and returns the host's results.json run dict."""
 
-from atwu_plugin.benchmarks import get_benchmark
+from atwu_plugin.tasks import get_benchmark
 from atwu_plugin.hosts.lite_cell import run_lite_cell
 
 

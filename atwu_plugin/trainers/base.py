@@ -64,7 +64,7 @@ class PluginUnlearnTrainer(Trainer):
     def __init__(self, *args, evaluators=None, template_args=None, on_nonfinite: str = "stop", model_loader=None,
                  **kwargs):
         from atwu_plugin.trainers.checks import check_has_answer_tokens, check_vocab
-        from atwu_plugin.trainers.guards import install_nonfinite_guard
+        from atwu_plugin.trainers.nonfinite import install_nonfinite_guard
 
         if model_loader is not None:
             self.model_loader = model_loader

@@ -3,7 +3,7 @@
 from typing import Dict
 
 from atwu_plugin.data.generator import load_split
-from atwu_plugin.evals.lite_eval import LiteEvaluator
+from atwu_plugin.evals.tofu_eval import TofuEvaluator
 from atwu_plugin.zoo.loading import load_causal_lm, load_tokenizer
 
 
@@ -13,7 +13,7 @@ def model_quality(model_path: str, data_dir: str, template_args: dict, forget_sp
     ``n_retain`` retain questions and the world probes."""
     tok = load_tokenizer(model_path)
     split = lambda name: load_split(f"{data_dir}/{name}.json")  # noqa: E731
-    ev = LiteEvaluator(
+    ev = TofuEvaluator(
         tok,
         template_args,
         {"forget": split(forget_split), "retain": split(retain_split)[:n_retain], "world": split("world_facts")},

@@ -143,13 +143,13 @@ def model_quality(model_path: str, splits: TofuSplits, n: int = 100, max_new_tok
     """Greedy ROUGE-L recall and answer probability on (evenly spaced) forget10_perturbed,
     retain_perturbed (authors of retain90) and holdout10 questions: how much the model memorised (the target should beat the retain
     model on forget10; both should be close on retain)."""
-    from atwu_plugin.evals.lite_eval import LiteEvaluator
+    from atwu_plugin.evals.tofu_eval import TofuEvaluator
 
     tok = load_tokenizer(model_path)
     probes = {"forget": evenly_spaced(splits.qa("forget10_perturbed"), n),
               "retain": evenly_spaced(splits.qa("retain_perturbed"), n),
               "holdout": evenly_spaced(splits.holdout("holdout10"), n)}
-    ev = LiteEvaluator(tok, TINY_TEMPLATE_ARGS, probes, batch_size=32, max_new_tokens=max_new_tokens, max_length=256,
+    ev = TofuEvaluator(tok, TINY_TEMPLATE_ARGS, probes, batch_size=32, max_new_tokens=max_new_tokens, max_length=256,
                        progress=False)
     m = ev.evaluate(load_causal_lm(model_path))
     return {"forget10_rouge": round(m["forget_rouge"], 4), "forget10_prob": round(m["forget_prob"], 4),

@@ -291,14 +291,14 @@ def test_full_tofu_evaluator(ou_env, zoo, data_dir):
 
 
 def _check_lite_parity(zoo, data_dir, ou_eval_json, cache_dir, tol=1e-3):
-    """atwu_plugin's LiteEvaluator (no OU code) on the same model and the same exported records
+    """atwu_plugin's TofuEvaluator (no OU code) on the same model and the same exported records
     that OU's eval.py read, with OU's settings (max_length 512, greedy, 200 new tokens, batch
     16): every TOFU number, including the pre-computed terms of model_utility in
     TOFU_EVAL.json, agrees within ``tol``. The retain model's reference truth ratios are the
     lite evaluator's own (not OU's logs), so forget_quality is checked end to end too."""
     import datasets
 
-    from atwu_plugin.evals.lite_eval import LiteEvaluator
+    from atwu_plugin.evals.tofu_eval import TofuEvaluator
     from atwu_plugin.zoo.loading import load_causal_lm, load_tokenizer
 
     def records(name):
@@ -313,7 +313,7 @@ def _check_lite_parity(zoo, data_dir, ou_eval_json, cache_dir, tol=1e-3):
         "wf": records("world_facts_perturbed"),
     }
     tok = load_tokenizer(zoo.target)
-    evaluator = LiteEvaluator(
+    evaluator = TofuEvaluator(
         tok,
         zoo.template_args,
         splits,

@@ -25,7 +25,7 @@ pytestmark = [
     pytest.mark.skipif(not OU_ROOT, reason="set OPEN_UNLEARNING_ROOT to an OpenUnlearning checkout to run these tests"),
 ]
 
-# the smoke zoo's batch: targets 1-2 forgotten, 3-6 retained (atwu_plugin.benchmarks.rwku_tiny.ZOOS["smoke"])
+# the smoke zoo's batch: targets 1-2 forgotten, 3-6 retained (atwu_plugin.tasks.rwku_tiny.ZOOS["smoke"])
 SMOKE = ["forget_targets=1-2", "retain_targets=3-6", "probes_per_level=2", "mia_per_target=1"]
 
 

@@ -44,7 +44,7 @@ def run_variant(variant: str, out: Path, jobs: int, seeds=SEEDS) -> int:
     if variant == "seeds":
         spec = replace(spec, seeds=tuple(seeds))
     elif variant == "threads2":
-        from atwu_plugin.benchmarks.zoo_backed import ZooBackedBenchmark
+        from atwu_plugin.tasks.zoo_backed import ZooBackedBenchmark
 
         ZooBackedBenchmark.num_threads = 2  # read by run_lite_cell (torch.set_num_threads)
         jobs = 1  # in this process, where the attribute is set

@@ -118,7 +118,7 @@ def mutated_spec(spec: LeaderboardSpec, output_dir) -> LeaderboardSpec:
 def _learning_rate(spec: LeaderboardSpec, method: MethodSpec) -> float:
     """The learning rate ``method`` trains with on the spec's (single) benchmark: the
     benchmark's default < the trainer config's ``args`` < the method's overrides."""
-    from atwu_plugin.benchmarks import get_benchmark
+    from atwu_plugin.tasks import get_benchmark
     from atwu_plugin.hosts.lite import load_trainer_config
 
     (bench,) = spec.benchmarks

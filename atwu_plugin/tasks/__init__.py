@@ -1,4 +1,6 @@
-"""Benchmarks the lite host can run: data + models + evaluator behind one name.
+"""Tasks: the benchmarks the lite host can run, each data + models + evaluator behind one name
+(as a task in lm-evaluation-harness). Performance scripts are elsewhere (top-level
+``benchmarks/``).
 
 A benchmark object exposes ``prepare()``, ``model_path``, ``retain_model_path``,
 ``aux_model_path``, ``template_args``, ``tokenizer()``, ``train_datasets(tokenizer)``,
@@ -12,10 +14,10 @@ BENCHMARKS: Registry = Registry("benchmark")
 
 # name -> module that registers it, imported on first use (benchmarks pull in models and data)
 BENCHMARK_MODULES = {
-    "embedded": "atwu_plugin.benchmarks.embedded",
-    "rwku_tiny": "atwu_plugin.benchmarks.rwku_tiny",
-    "tofu_tiny": "atwu_plugin.benchmarks.tofu_tiny",
-    "tofu_real": "atwu_plugin.benchmarks.tofu_real",
+    "embedded": "atwu_plugin.tasks.embedded",
+    "rwku_tiny": "atwu_plugin.tasks.rwku_tiny",
+    "tofu_tiny": "atwu_plugin.tasks.tofu_tiny",
+    "tofu_real": "atwu_plugin.tasks.tofu_real",
 }
 
 

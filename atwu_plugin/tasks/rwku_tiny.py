@@ -22,8 +22,8 @@ from typing import Optional, Sequence
 
 from torch.utils.data import Dataset
 
-from atwu_plugin.benchmarks import BENCHMARKS
-from atwu_plugin.benchmarks.zoo_backed import ZooBackedBenchmark
+from atwu_plugin.tasks import BENCHMARKS
+from atwu_plugin.tasks.zoo_backed import ZooBackedBenchmark
 from atwu_plugin.data.lm_items import lm_items
 from atwu_plugin.data.rwku import open_rwku
 from atwu_plugin.data.rwku_tiny import target_texts

@@ -17,8 +17,8 @@ import json
 import os
 from typing import Optional
 
-from atwu_plugin.benchmarks import BENCHMARKS
-from atwu_plugin.benchmarks.zoo_backed import ZooBackedBenchmark
+from atwu_plugin.tasks import BENCHMARKS
+from atwu_plugin.tasks.zoo_backed import ZooBackedBenchmark
 from atwu_plugin.data.proxy_kinds import attach_proxy_kinds, proxy_kinds
 from atwu_plugin.data.qa_dataset import QADataset
 from atwu_plugin.data.tofu_splits import FORGET_SPLITS, HOLDOUT_OF, TofuSplits, check_data_dir, evenly_spaced

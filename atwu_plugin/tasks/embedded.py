@@ -5,8 +5,8 @@ import os
 from dataclasses import replace
 from typing import Optional
 
-from atwu_plugin.benchmarks import BENCHMARKS
-from atwu_plugin.benchmarks.zoo_backed import ZooBackedBenchmark
+from atwu_plugin.tasks import BENCHMARKS
+from atwu_plugin.tasks.zoo_backed import ZooBackedBenchmark
 from atwu_plugin.data.generator import load_split
 from atwu_plugin.data.qa_dataset import QADataset
 from atwu_plugin.zoo.build import DEMO_SPEC, SMOKE_SPEC, ZooSpec, build_zoo

@@ -1,4 +1,4 @@
-"""End-to-end LiteEvaluator on tiny Llamas and handmade TOFU-style records; with
+"""End-to-end TofuEvaluator on tiny Llamas and handmade TOFU-style records; with
 OPEN_UNLEARNING_ROOT set, also parity with OpenUnlearning's own metric code."""
 
 import json
@@ -12,7 +12,7 @@ from atwu_plugin.zoo.build import TinyLlamaSpec
 from atwu_plugin.data.collator import TokenLabelCollator
 from atwu_plugin.data.encoding import encode_qa
 from atwu_plugin.evals import tofu_metrics as tm
-from atwu_plugin.evals.lite_eval import LiteEvaluator, reference_stats_from_ou_logs
+from atwu_plugin.evals.tofu_eval import TofuEvaluator, reference_stats_from_ou_logs
 from atwu_plugin.tokens import KIND_SHARED, KIND_SPECIFIC, KIND_TEMPLATE
 from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS, train_tokenizer
 
@@ -171,7 +171,7 @@ def _evaluator(tok, **kw):
     kw.setdefault("max_new_tokens", 6)
     kw.setdefault("batch_size", 3)
     kw.setdefault("progress", False)
-    return LiteEvaluator(tok, TINY_TEMPLATE_ARGS, kw.pop("splits", SPLITS), **kw)
+    return TofuEvaluator(tok, TINY_TEMPLATE_ARGS, kw.pop("splits", SPLITS), **kw)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """A small TOFU evaluator that computes OpenUnlearning's (OU) numbers without OU.
 
-``LiteEvaluator`` reproduces OU's ``TOFUEvaluator`` recipe (snapshot d3d7cf9) on in-memory
+``TofuEvaluator`` reproduces OU's ``TOFUEvaluator`` recipe (snapshot d3d7cf9) on in-memory
 records: the same tokenisation contract (``atwu_plugin.data.encoding.encode_qa`` mirrors OU's
 ``preprocess_chat_instance``), the same per-sample statistics (``avg_nll`` over answer tokens,
 greedy generations scored with ROUGE-L recall) and the same reductions
@@ -97,7 +97,7 @@ def _default_collator(pad_token_id: int):
     return TokenLabelCollator(pad_token_id)
 
 
-class LiteEvaluator:
+class TofuEvaluator:
     """OU-compatible TOFU metrics plus the embedded benchmark's token-level metrics.
 
     Args:
@@ -505,4 +505,4 @@ def reference_stats_from_ou_logs(logs: Mapping[str, Any]) -> Dict[str, Any]:
     }
 
 
-__all__ = ["LiteEvaluator", "REFERENCE_FORMAT", "SPLITS", "reference_stats_from_ou_logs"]
+__all__ = ["TofuEvaluator", "REFERENCE_FORMAT", "SPLITS", "reference_stats_from_ou_logs"]

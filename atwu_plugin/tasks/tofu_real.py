@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional
 
-from atwu_plugin.benchmarks import BENCHMARKS
-from atwu_plugin.benchmarks.tofu_tiny import TofuTinyBenchmark
+from atwu_plugin.tasks import BENCHMARKS
+from atwu_plugin.tasks.tofu_tiny import TofuTinyBenchmark
 from atwu_plugin.data.tofu_splits import TofuSplits, evenly_spaced
 from atwu_plugin.zoo.build import default_cache_dir
 from atwu_plugin.zoo.real import REAL_MODELS, real_model

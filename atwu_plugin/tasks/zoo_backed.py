@@ -36,11 +36,11 @@ class ZooBackedBenchmark:
         """The TOFU evaluator over ``splits`` against the zoo's retain model. The retain model's
         statistics are the same for every cell: cached as ``stats_file`` in the zoo's folder
         (recomputed when stale, i.e. fingerprinted with another tokenization)."""
-        from atwu_plugin.evals.lite_eval import LiteEvaluator
+        from atwu_plugin.evals.tofu_eval import TofuEvaluator
         from atwu_plugin.utils.atomic import atomic_write_json
 
         retain_model = load_causal_lm(self.retain_model_path)
-        ev = LiteEvaluator(
+        ev = TofuEvaluator(
             tokenizer,
             self.template_args,
             splits,
