@@ -285,7 +285,7 @@ def test_real_forget10_labels_tile_every_answer(tofu_dir):
             n_words[k] += 1
     assert n_words[S] > 0 and n_words[T] > 0
     frac = (n_words[S] + n_words[T]) / sum(n_words.values())
-    assert 0.1 < frac < 0.4, frac  # ATWU.md: ~22 % of tokens get a label
+    assert 0.1 < frac < 0.4, frac  # the design measured ~22 % of tokens get a label
     words = kinds_by_word(recs[0]["answer"], recs[0]["spans"])  # "The author's full name is Hsiao Yun-Hwa."
     assert words["Hsiao"] == S and words["Yun-Hwa"] == S and words["full"] == I
 

@@ -1,6 +1,6 @@
 """Class sizes of a token-label source per token type (stop-word, punctuation, capitalised,
 other): how the model-free word labels and the retain-model proxy labels differ in *what*
-they call specific (ATWU.md: a small retain model's proxy marks most stop-words specific).
+they call specific (the design notes: a small retain model's proxy marks most stop-words specific).
 
 Works for any per-position kinds aligned with ``encode_qa``'s labels (``token_kind`` or
 ``token_kind_proxy`` of a ``QADataset`` item); token types follow ``tofu_labels.token_type``.

@@ -1,7 +1,7 @@
 """The second label source on real text: retain-model proxy kinds for a forget dataset.
 
 ``proxy_kinds`` scores every item of a ``QADataset`` with the target and the retain model
-and applies ``tofu_labels.proxy_labels`` (ATWU.md thresholds); ``attach_proxy_kinds`` stores
+and applies ``tofu_labels.proxy_labels`` (the thresholds of its docstring); ``attach_proxy_kinds`` stores
 the result on the items as ``token_kind_proxy`` (aligned with ``labels``, padded by the
 collator like ``token_kind``), next to the model-free ``token_kind``. The trainers' span
 metrics then score the token weights against both sources (``span_auroc`` / ``span_auroc_proxy``).

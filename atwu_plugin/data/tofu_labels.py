@@ -1,4 +1,5 @@
-"""Ground-truth token labels for the real TOFU data (design: ATWU.md, "Ground truth on real TOFU").
+"""Ground-truth token labels for the real TOFU data (docs/results/tofu_honest.md explains both
+label sources).
 
 Two label sources, to be reported side by side (never one alone):
 
@@ -34,7 +35,7 @@ Two label sources, to be reported side by side (never one alone):
 
 2. **Retain-model proxy labels** (``proxy_labels``): ``d_t = log p_target - log p_retain``;
    specific if ``d_t > 1`` nat and ``p_retain < 0.1``; generic if ``d_t < 0.2``; else
-   unlabelled. A weak label (see ATWU.md): report its class sizes per token type.
+   unlabelled. A weak label: report its class sizes per token type.
 
 Loaders: ``load_tofu_split`` reads one TOFU file (JSON Lines, as vendored in
 ``/work/shared/data/tofu``; a line holding a JSON array of records and a whole-file JSON

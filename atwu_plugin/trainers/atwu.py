@@ -1,4 +1,4 @@
-"""``ATWU``: Alternating Token-Weighted Unlearning (ATWU.md), the trainer name of configs/trainer/ATWU.yaml.
+"""``ATWU``: Alternating Token-Weighted Unlearning (docs/atwu.md), the trainer name of configs/trainer/ATWU.yaml.
 
     LM step:  min_theta  sum_t w_t l_t(theta) / sum_t w_t  +  alpha * L_r(theta)
     weights:  w_t = scorer(f_t), f_t = frozen initial-model features; the scorer takes its own

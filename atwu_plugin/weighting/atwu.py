@@ -1,6 +1,6 @@
 """ATWU token weights: retain conflict -> scorer -> weights, alternating with the LM (pure torch).
 
-One training step (ATWU.md, "Scorer and the alternation"), given the live forward passes the
+One training step (docs/atwu.md, "5. Each training step"), given the live forward passes the
 trainer runs anyway:
   1. the retain batch's output-layer features stream into a *filling* retain bank; every
      ``bank_refresh_every`` steps it replaces the *active* bank (no extra forward pass);
@@ -166,7 +166,7 @@ class ATWUWeighting:
 
     def conflict(self, feats) -> torch.Tensor:
         cfg = self.cfg
-        if cfg.conflict_mode == "mean_gradient":  # the ablation ATWU.md expects to fail
+        if cfg.conflict_mode == "mean_gradient":  # the ablation the design expected to fail (docs/atwu.md)
             return mean_gradient_alignment(feats, self.bank, normalize=True)
         return retain_conflict(
             feats, self.bank, mode=cfg.conflict_mode, aggregate=cfg.aggregate, topk=cfg.topk, temperature=cfg.temperature

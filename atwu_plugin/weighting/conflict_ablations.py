@@ -1,7 +1,7 @@
 """Ablations and ground truth for retain conflict (pure torch).
 
 - ``mean_gradient_alignment``: ``<g_t, g_r>`` with the *mean* retain gradient ``g_r`` on the
-  output layer. Kept so that ATWU.md's negative result stays reproducible: at a trained model
+  output layer. Kept so that the design's negative result (docs/atwu.md) stays reproducible: at a trained model
   ``g_r ~ 0``, conflicts with a few retain tokens vanish in the mean and the score ranks
   tokens by ``|g_t|``.
 - ``finite_difference_alignment``: the same question on the *full* model, by a finite

@@ -1,6 +1,6 @@
 """A bank of retain answer-token features ``(h_s, sketch(e_s), y_s)`` (pure torch).
 
-Retain conflict is measured against individual retain tokens (ATWU.md), so the bank must
+Retain conflict is measured against individual retain tokens (docs/atwu.md, "1. Per-token retain conflict"), so the bank must
 cover the retain set evenly: ``refresh`` draws a uniform sample of tokens across all the
 batches it is given, by bottom-k sampling (every token gets a random key, the ``capacity``
 smallest keys are kept). This is exact uniform sampling without replacement, streams over

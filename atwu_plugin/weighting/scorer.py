@@ -7,8 +7,8 @@ A scorer maps per-token features of the *frozen initial model* to weights ``w in
     mlp           a one-hidden-layer MLP on h_t                    (paper's future work)
     cross_layer   a learned softmax mixture of all layers' h_t, then linear (future work)
     direct        no scorer: ``direct_weights(c)`` (ablation)
-and is trained by ``scorer_loss`` against the retain conflict ``c`` (ATWU.md, "Scorer and
-the alternation"), with its own optimizer; the LM step uses the detached weights.
+and is trained by ``scorer_loss`` against the retain conflict ``c`` (docs/atwu.md, "3. The scorer"),
+with its own optimizer; the LM step uses the detached weights.
 
 Feature standardization: every scorer starts with a ``FeatureStandardizer`` (a submodule, so
 its statistics are checkpointed with the scorer). LLM hidden states have a few channels
@@ -192,7 +192,7 @@ def scorer_loss(w, c, rho: float, lam: float, wd: float, params: Iterable[torch.
 
 class ForgetFeatureCache:
     """Frozen initial-model features of the forget set, keyed by dataset index:
-    ``index -> [n_answer_tokens, ...]``, computed once (ATWU.md: live-model features drift).
+    ``index -> [n_answer_tokens, ...]``, computed once (docs/atwu.md: live-model features drift).
     Stored on ``device`` in ``dtype`` (e.g. bfloat16 halves the memory of 8B hidden states)."""
 
     def __init__(self, dtype: torch.dtype | None = None, device="cpu"):
