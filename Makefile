@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export ATWU_CACHE_DIR ?= $(CURDIR)/.cache/atwu
 
-.PHONY: setup demo demo-full test test-fast test-slow bench clean real-model bench-real results-embedded results-ablation regress results-rwku-tiny results-tofu-tiny tofu-tiny-zoo results-tofu-honest
+.PHONY: setup demo demo-full test test-fast test-slow bench clean real-model bench-real results-embedded results-ablation regress results-rwku-tiny results-tofu-tiny tofu-tiny-zoo results-tofu-honest results-label-free
 
 setup: $(STAMP)
 
@@ -122,3 +122,17 @@ results-ablation: setup
 	$(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/atwu_ablation.yaml --output-dir outputs/results/atwu_ablation --jobs 2
 	$(BIN)/python scripts/results_doc.py outputs/results/atwu_ablation docs/results/atwu_ablation.md \
 		--title "ATWU ablation (embedded benchmark, forget10)" --command "make results-ablation" --notes docs/results/atwu_ablation_notes.md
+
+# docs/results/label_free.md (issue 22): span AUROC/AP of the label-free weightings and ATWU over the
+# first epoch of unlearning (13 steps), embedded benchmark (the development benchmark), 3 seeds (18 cells,
+# ~7 min on one core); docs/results/label_free_matched.md: the word-level baselines and ATWU at matched
+# forgetting with embedded.yaml's budget (9 cells, ~13 min on one core)
+results-label-free: setup
+	OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/label_free.yaml --output-dir outputs/results/label_free --jobs 2
+	$(BIN)/python scripts/results_doc.py outputs/results/label_free docs/results/label_free.md \
+		--title "Label-free token weightings vs ATWU at the start of unlearning (embedded benchmark, forget10, first epoch)" \
+		--command "make results-label-free" --notes docs/results/label_free_notes.md
+	OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/label_free_matched.yaml --output-dir outputs/results/label_free_matched --jobs 2
+	$(BIN)/python scripts/results_doc.py outputs/results/label_free_matched docs/results/label_free_matched.md \
+		--title "Word-level retain counts vs ATWU at matched forgetting (embedded benchmark, forget10, 3 seeds)" \
+		--command "make results-label-free" --notes docs/results/label_free_matched_notes.md

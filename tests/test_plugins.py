@@ -25,7 +25,7 @@ CONFIG_DIR = REPO / "atwu_plugin" / "configs"
 OU_ROOT = os.environ.get("OPEN_UNLEARNING_ROOT") or "/tmp/ou"
 TW_BASELINES = (
     "TW_GA TW_GradDiff TW_NPO TW_SimNPO TW_WGA TW_SatImp TW_TokenUnlearnHard TW_TokenUnlearnSoft "
-    "TW_Reference TW_Oracle TW_RetainFrequency TW_SameToken"
+    "TW_Reference TW_Oracle TW_RetainFrequency TW_RetainWordFrequency TW_RetainWordContext TW_SameToken"
 ).split()
 
 

@@ -250,7 +250,7 @@ def test_the_registries_hold_every_builtin():
     register_builtins()
     builtin = {
         "trainers": {"ATWU", "TokenWeightedUnlearn"},
-        "weighters": {"atwu", "oracle", "reference", "retain_frequency", "same_token", "satimp", "token_unlearn",
+        "weighters": {"atwu", "oracle", "reference", "retain_frequency", "retain_word_frequency", "same_token", "satimp", "token_unlearn",
                       "token_unlearn_hard", "token_unlearn_soft", "uniform", "wga"},
         "forget_losses": {"ga", "npo", "npo_token", "saturated_prob", "simnpo", "simnpo_token"},
         "retain_losses": {"kl", "nll"},

@@ -135,6 +135,66 @@ def test_retain_frequency_errors():
         weighter.setup(WeighterSetup(vocab_size=8))
 
 
+# token texts of a toy vocabulary: a leading space starts a word; 7 is a special token
+TOY_TEXTS = {1: " Hs", 2: "iao", 3: " likes", 4: " red", 5: ".", 6: "-", 7: "", 0: " tea"}
+
+
+def toy_text(token_id):
+    return TOY_TEXTS[token_id]
+
+
+def test_word_units_by_hand():
+    from atwu_plugin.weighting.words import unit_contexts, word_units
+
+    of_token, units = word_units([1, 2, 6, 2, 3, 4, 5, 7], toy_text)  # " Hsiao-iao likes red." + special
+    assert units == ["hsiao", "-", "iao", "likes", "red", ".", "<7>"]
+    assert of_token == [0, 0, 1, 2, 3, 4, 5, 6]
+    assert unit_contexts(["a", "b"], 1) == [("<a>", "a", "b"), ("a", "b", "</a>")]
+
+
+def test_token_text_of_a_tokenizer():
+    from atwu_plugin.weighting.words import token_text_of
+
+    class Tok:  # byte-level BPE marks a word start with "Ġ" and keeps the space; SentencePiece drops it
+        all_special_ids = [0]
+        convert_ids_to_tokens = staticmethod(lambda i: {1: "\u0120red", 2: "\u2581tea", 3: "ed"}[i])
+        convert_tokens_to_string = staticmethod(lambda p: p[0].replace("\u0120", " ").replace("\u2581", ""))
+
+    text = token_text_of(Tok())
+    assert [text(i) for i in (0, 1, 2, 3)] == ["", " red", " tea", "ed"]
+
+
+def test_retain_word_frequency_by_hand():
+    # retain answers " Hsiao likes tea." and " tea." (position 0 never counts): words hsiao 1,
+    # likes 1, tea 2, "." 2
+    retain = [{"input_ids": torch.tensor([[9, 1, 2, 3, 0, 5], [9, 0, 5, X, X, X]]).clamp_min(0),
+               "labels": torch.tensor([[X, 1, 2, 3, 0, 5], [X, 0, 5, X, X, X]])}]
+    weighter = build_weighter("retain_word_frequency", a=2.0)
+    weighter.setup(WeighterSetup(vocab_size=10, retain_batches=retain, token_text=toy_text))
+    assert dict(weighter.word_counts) == {"hsiao": 1, "likes": 1, "tea": 2, ".": 2}
+    # forget " Hsiao red": both pieces of hsiao count 1, red 0 -> rarity (-ln 2, -ln 2, 0)
+    labels = torch.tensor([[X, 1, 2, 4]])
+    w = weighter(inputs_for(labels, torch.zeros(1, 4, 10)))
+    z = math.sqrt(0.5)  # z-scores of (-ln 2, -ln 2, 0): (-z, -z, 2z)
+    assert_close(w, [[0, sigmoid(-2 * z), sigmoid(-2 * z), sigmoid(4 * z)]])
+    # context 1: retain trigrams (<a>,hsiao,likes) (hsiao,likes,tea) (likes,tea,.) (<a>,tea,.) once, (tea,.,</a>) twice
+    context = build_weighter("retain_word_frequency", a=2.0, context=1)
+    context.setup(WeighterSetup(vocab_size=10, retain_batches=retain, token_text=toy_text))
+    assert context.context_counts[("likes", "tea", ".")] == 1 and context.context_counts[("<a>", "tea", ".")] == 1
+    labels = torch.tensor([[X, 3, 0, 5]])  # " likes tea." : (<a>,likes,tea) 0, (likes,tea,.) 1, (tea,.,</a>) 2
+    w = context(inputs_for(labels, torch.zeros(1, 4, 10)))
+    rarity = torch.tensor([-math.log(2) - 0, -math.log(3) - math.log(2), -math.log(3) - math.log(3)])
+    assert_close(w[0, 1:], torch.sigmoid(2 * masked_zscore(rarity[None], torch.ones(1, 3, dtype=torch.bool))[0]))
+
+
+def test_retain_word_frequency_errors():
+    weighter = build_weighter("retain_word_frequency")
+    with pytest.raises(RuntimeError, match="setup"):
+        weighter(inputs_for())
+    with pytest.raises(ValueError, match="token_text"):
+        weighter.setup(WeighterSetup(vocab_size=8, retain_batches=[]))
+
+
 def state_model(table):
     """Setup-time model: the hidden state at each position is ``table[input id]``."""
     return lambda input_ids, attention_mask: (None, table[input_ids])
@@ -318,7 +378,7 @@ def setup_context(table, head):
     return WeighterSetup(vocab_size=6, retain_batches=retain, model=state_model(table), hidden_size=4, n_layers=2,
                          datasets={"retain": retain, "forget": forget},
                          batches=lambda split: {"retain": retain, "forget": forget}[split],
-                         forward=forward, output_embedding=head)
+                         forward=forward, output_embedding=head, token_text=lambda i: f" w{i}")
 
 
 def small_options(name):
@@ -370,6 +430,8 @@ def test_zero_off_answer_tokens(name, weighter, prompt_length):
         ("reference", {"scale": 0}, r"scale must be a number in \(0, inf\)"),
         ("oracle", {"generic_weight": -0.5}, "oracle: generic_weight .* got -0.5"),
         ("retain_frequency", {"a": 0.0}, "retain_frequency: a"),
+        ("retain_word_frequency", {"a": -1.0}, "retain_word_frequency: a"),
+        ("retain_word_frequency", {"context": -1}, r"context must be an integer in \[0, inf\)"),
         ("same_token", {"bank_per_token": 0}, r"bank_per_token must be an integer in \[1, inf\)"),
         ("same_token", {"bank_per_token": 2.5}, "bank_per_token must be an integer"),
         ("token_unlearn", {}, "mask_token_id must be set"),

@@ -28,6 +28,7 @@ from atwu_plugin.trainers.config import plain, spec_name
 from atwu_plugin.trainers.token_log import SpanAlignmentCollector, TokenWeightCallback, TokenWeightLogger
 from atwu_plugin.utils.safe_state import load_state, save_state
 from atwu_plugin.weighting import WEIGHTERS, TokenWeighter, WeighterSetup, WeightingInputs, build_weighter
+from atwu_plugin.weighting.words import token_text_of
 
 
 class TokenWeightedUnlearn(PluginUnlearnTrainer):
@@ -157,6 +158,7 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
             rank=rank if world_size > 1 else None,
             gather_rows=all_gather_rows if world_size > 1 else (lambda t: t),
             saved_state=self._saved_weighter_state,
+            token_text=None if self.host_tokenizer is None else token_text_of(self.host_tokenizer),
         )
 
     def _setup_share(self, dataset):

@@ -79,6 +79,9 @@ class WeighterSetup:
     # resuming: what this weighter's ``state_dict()`` saved in the checkpoint (restore it
     # instead of recomputing the setup)
     saved_state: Optional[dict] = None
+    # callable(token id) -> the token's text, with a leading space when it starts a word, "" for
+    # special tokens (``weighting/words.py``; the host's tokenizer, for word-level weighters)
+    token_text: Optional[Callable[[int], str]] = None
 
 
 _INPUT_NAMES = frozenset(f.name for f in fields(WeightingInputs))
