@@ -26,6 +26,7 @@ from atwu_plugin.trainers.adapters import BaseModelView, adapter_disabled, adapt
 from atwu_plugin.trainers.base import PluginUnlearnTrainer, host_rng_untouched, model_inputs
 from atwu_plugin.trainers.config import plain, spec_name
 from atwu_plugin.trainers.token_log import SpanAlignmentCollector, TokenWeightCallback, TokenWeightLogger
+from atwu_plugin.tokens import IGNORE_INDEX
 from atwu_plugin.utils.safe_state import load_state, save_state
 from atwu_plugin.weighting import WEIGHTERS, TokenWeighter, WeighterSetup, WeightingInputs, build_weighter
 from atwu_plugin.weighting.words import token_text_of
@@ -174,7 +175,7 @@ class TokenWeightedUnlearn(PluginUnlearnTrainer):
         pad = getattr(self.host_tokenizer, "pad_token_id", None) or 0
         dummy = self._prepare_inputs({  # one token, no answer token: a forward and no results
             "input_ids": torch.tensor([[pad]]), "attention_mask": torch.ones(1, 1, dtype=torch.long),
-            "labels": torch.full((1, 1), -100), "index": torch.tensor([-1]),
+            "labels": torch.full((1, 1), IGNORE_INDEX), "index": torch.tensor([-1]),
         })
         return shard_batches(batches, -(-len(dataset) // bs), dummy)
 

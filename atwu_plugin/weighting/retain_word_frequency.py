@@ -40,16 +40,11 @@ class RetainWordFrequencyWeighter(TokenWeighter):
         self.context_counts = None  # Counter of unit n-grams (context > 0)
         self.token_text = None
 
-    def _answer_keys(self, labels_row: torch.Tensor):
-        """Answer positions of one row and, per position, its unit and its context n-gram."""
+    def _answer_units(self, labels_row: torch.Tensor):
+        """Answer positions of one row, the unit of each, and the row's units (``word_units``)."""
         positions = answer_mask(labels_row[None])[0].nonzero().squeeze(-1)
         of_token, units = word_units(labels_row[positions].tolist(), self.token_text)
-        words = [units[i] for i in of_token]
-        contexts = None
-        if self.context:
-            grams = unit_contexts(units, self.context)
-            contexts = [grams[i] for i in of_token]
-        return positions, words, contexts, units
+        return positions, of_token, units
 
     def setup(self, context: WeighterSetup) -> None:
         if context.retain_batches is None or context.token_text is None:
@@ -59,7 +54,7 @@ class RetainWordFrequencyWeighter(TokenWeighter):
         self.word_counts, self.context_counts = Counter(), Counter()
         for batch in context.retain_batches:
             for row in batch["labels"].cpu():
-                _, _, _, units = self._answer_keys(row)
+                _, _, units = self._answer_units(row)
                 self.word_counts.update(units)  # every word once, not once per token
                 if self.context:
                     self.context_counts.update(unit_contexts(units, self.context))
@@ -70,11 +65,12 @@ class RetainWordFrequencyWeighter(TokenWeighter):
         labels = inputs.labels
         rarity = torch.zeros(labels.shape)
         for b, row in enumerate(labels.cpu()):
-            positions, words, contexts, _ = self._answer_keys(row)
-            counts = torch.tensor([self.word_counts[w] for w in words], dtype=torch.float)
+            positions, of_token, units = self._answer_units(row)
+            counts = torch.tensor([self.word_counts[units[i]] for i in of_token], dtype=torch.float)
             value = -torch.log1p(counts)
             if self.context:
-                value -= torch.log1p(torch.tensor([self.context_counts[g] for g in contexts], dtype=torch.float))
+                grams = unit_contexts(units, self.context)
+                value -= torch.log1p(torch.tensor([self.context_counts[grams[i]] for i in of_token], dtype=torch.float))
             rarity[b, positions] = value
         rarity = rarity.to(labels.device)
         return torch.sigmoid(self.a * masked_zscore(rarity, answer_mask(labels), per_sequence=False))
