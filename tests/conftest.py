@@ -18,6 +18,34 @@ from atwu_plugin.zoo.train_lm import FitConfig, fit_lm
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on 2 shared cores: one intra-op thread is far faster than two (modules opt in
+    with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def isolated_plugins(monkeypatch):
+    """No local plugin module loaded yet, and the one registry restored afterwards."""
+    from atwu_plugin import plugins
+    from atwu_plugin.hosts.components import register_builtins
+    from atwu_plugin.registry import REGISTRIES
+
+    monkeypatch.setattr(plugins, "_LOCAL", {g: {} for g in plugins.GROUPS})
+    monkeypatch.setattr(plugins, "_LOADED_LOCAL", {})
+    monkeypatch.setattr(plugins, "_FED", {})
+    register_builtins()  # before the snapshot: they stay registered once their modules are imported
+    saved = {g: dict(r._items) for g, r in REGISTRIES.items()}
+    yield
+    for g, r in REGISTRIES.items():
+        r._items.clear()
+        r._items.update(saved[g])
+
+
 @pytest.fixture(scope="session")
 def bench():
     """A 20-author embedded benchmark (records only)."""

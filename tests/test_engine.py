@@ -15,12 +15,7 @@ TEXTS = ["Mira Talen was born in Osterby.", "She writes gothic poetry.", "Her fa
          "The capital of France is Paris.", "A spider has eight legs."]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from omegaconf import OmegaConf
 
 from atwu_plugin import plugins
 from atwu_plugin.hosts import openunlearning_registry as ou_registry
-from atwu_plugin.hosts.components import register_builtins
 from atwu_plugin.registry import REGISTRIES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,18 +60,9 @@ def entry_points(monkeypatch):
 
 
 @pytest.fixture
-def clean_local(monkeypatch):
+def clean_local(isolated_plugins, monkeypatch):
     """No local plugin modules, nothing loaded yet, and the one registry restored afterwards."""
-    monkeypatch.setattr(plugins, "_LOCAL", {g: {} for g in plugins.GROUPS})
-    monkeypatch.setattr(plugins, "_LOADED_LOCAL", {})
-    monkeypatch.setattr(plugins, "_FED", {})
     monkeypatch.delenv(plugins.ENV_MODULES, raising=False)
-    register_builtins()  # before the snapshot: they stay registered once their modules are imported
-    saved = {g: dict(r._items) for g, r in REGISTRIES.items()}
-    yield
-    for g, r in REGISTRIES.items():
-        r._items.clear()
-        r._items.update(saved[g])
 
 
 FAKE_OU = {

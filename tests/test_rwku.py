@@ -33,13 +33,7 @@ BEYONCE = "24_Beyonc\u00e9"  # NFC, as on disk
 SOFIA = "153_Sof\u00eda_Vergara"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # tiny tensors on 2 shared cores: one intra-op thread is far faster than two
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

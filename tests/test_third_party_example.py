@@ -17,8 +17,6 @@ from atwu_plugin.data.collator import TokenLabelCollator
 from atwu_plugin.hosts import lite
 from atwu_plugin.hosts.lite_cell import run_lite_cell
 from atwu_plugin.losses.tokens import token_logprobs
-from atwu_plugin.hosts.components import register_builtins
-from atwu_plugin.registry import REGISTRIES
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "third_party_method"
 MODULES = "last_token_ga.trainer,last_token_ga.weighter"  # what `--plugins` names
@@ -27,22 +25,13 @@ LAST_TOKEN_GA = str(EXAMPLE / "last_token_ga" / "configs" / "trainer" / "LastTok
 
 
 @pytest.fixture()
-def fresh_plugins(monkeypatch):
+def fresh_plugins(isolated_plugins, monkeypatch):
     """The example importable (as after `pip install -e examples/third_party_method`, without
     its entry points), no plugin loaded yet; the one registry is restored afterwards."""
     monkeypatch.syspath_prepend(str(EXAMPLE))
     for name in [m for m in sys.modules if m.split(".")[0] == "last_token_ga"]:
         monkeypatch.delitem(sys.modules, name)  # imported afresh: their decorators run again
-    monkeypatch.setattr(plugins, "_LOCAL", {g: {} for g in plugins.GROUPS})
-    monkeypatch.setattr(plugins, "_LOADED_LOCAL", {})
-    monkeypatch.setattr(plugins, "_FED", {})
     monkeypatch.setenv(plugins.ENV_MODULES, "")
-    register_builtins()  # before the snapshot: they stay registered once their modules are imported
-    saved = {g: dict(r._items) for g, r in REGISTRIES.items()}
-    yield
-    for g, r in REGISTRIES.items():
-        r._items.clear()
-        r._items.update(saved[g])
 
 
 @pytest.fixture()
