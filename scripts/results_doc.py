@@ -9,7 +9,9 @@ plots (trade-off, matched-forgetting curves), copied next to the page.
 
 import argparse
 import json
+import os
 import platform
+import time
 import shutil
 from pathlib import Path
 
@@ -21,6 +23,8 @@ def main():
     p.add_argument("--command", required=True)
     p.add_argument("--title", default=None)
     p.add_argument("--notes", default=None, help="a hand-written Markdown file appended as 'Reading the table'")
+    p.add_argument("--started-at", type=float, default=None,
+                   help="Unix time the whole make target started (its wall-clock time goes on the page)")
     args = p.parse_args()
     out, page = Path(args.output_dir), Path(args.page)
     results = json.loads((out / "results.json").read_text())
@@ -42,6 +46,9 @@ def main():
         f"Seeds {seeds}; {len(runs)} runs, {wall / 60:.1f} min of unlearning+evaluation on "
         f"{platform.processor() or platform.machine()} (torch {torch.__version__}, transformers {transformers.__version__}).",
         "",
+        *([f"Wall-clock time of the whole command, from its start to this page: "
+           f"**{(time.time() - args.started_at) / 60:.1f} min** on {os.cpu_count()} CPU cores.", ""]
+          if args.started_at else []),
         # the leaderboard's own links point into its output dir: keep only the tables
         "\n".join(line.replace("# Leaderboard", "## Leaderboard", 1) if line.startswith("# ") else line
                   for line in (out / "leaderboard.md").read_text().strip().splitlines()

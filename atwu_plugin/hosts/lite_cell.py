@@ -55,6 +55,8 @@ def run_lite_cell(bench, trainer: str, overrides: dict, seed: int, out_dir: str,
     provide_host_inputs(cfg, bench, token_log_path)
     resume = resolve_resume_checkpoint((cfg.get("args") or {}).get("resume_from_checkpoint"), str(out_dir))
     model = load_causal_lm(model_path or bench.model_path)
+    if hasattr(bench, "configure_model"):  # e.g. tofu_real trains only the layers its zoo fine-tuned
+        bench.configure_model(model)
     forget_ds, retain_ds = bench.train_datasets(tokenizer)
     check_max_positions(model, {"forget": forget_ds, "retain": retain_ds})
     evaluator = bench.evaluator(tokenizer)

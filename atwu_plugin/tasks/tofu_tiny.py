@@ -102,7 +102,7 @@ class TofuTinyBenchmark(ZooBackedBenchmark):
         forget = QADataset(self.splits.forget_with_spans(self.forget_split), tokenizer, self.template_args,
                            max_length=self.max_length, name=f"{self.forget_split}_perturbed")
         attach_proxy_kinds(forget, self._proxy_kinds(forget, tokenizer))
-        retain = QADataset(self.splits.qa(self.retain_split), tokenizer, self.template_args,
+        retain = QADataset(self.retain_train_records(), tokenizer, self.template_args,
                            max_length=self.max_length, name=self.retain_split)
         return forget, retain
 
@@ -119,12 +119,20 @@ class TofuTinyBenchmark(ZooBackedBenchmark):
         atomic_write_json(path, kinds, indent=None)
         return kinds
 
+    def retain_train_records(self) -> list:
+        """The retain QA of unlearning: the whole retain split (every author the target knows)."""
+        return self.splits.qa(self.retain_split)
+
+    def retain_eval_records(self) -> list:
+        """Retain probes: OU's ``retain_perturbed`` (20 retain authors)."""
+        return self.splits.qa("retain_perturbed")
+
     def eval_splits(self) -> dict:
         self.prepare()
         s = self.splits
         return {
             "forget": evenly_spaced(s.forget_with_spans(self.forget_split), self.n_eval["forget"]),
-            "retain": evenly_spaced(s.qa("retain_perturbed"), self.n_eval["retain"]),
+            "retain": evenly_spaced(self.retain_eval_records(), self.n_eval["retain"]),
             "holdout": evenly_spaced(s.holdout(HOLDOUT_OF[self.forget_split]), self.n_eval["holdout"]),
             "ra": s.world("real_authors_perturbed"),
             "wf": s.world("world_facts_perturbed"),
