@@ -46,3 +46,14 @@ def test_single_benchmark_keeps_its_names(tmp_path, monkeypatch):
     _run(monkeypatch, out, page, "--command", "make y")
     assert (tmp_path / "one_tradeoff.png").exists() and (tmp_path / "one_matched.png").exists()
     assert "![forget quality vs model utility](one_tradeoff.png)" in page.read_text()
+
+
+def test_started_at_puts_the_whole_commands_wall_clock_on_the_page(tmp_path, monkeypatch):
+    import time
+
+    out = _output_dir(tmp_path, ["only"])
+    page = tmp_path / "timed.md"
+    _run(monkeypatch, out, page, "--command", "make z", "--started-at", time.time() - 90 * 60)
+    assert "Wall-clock time of the whole command, from its start to this page: **90.0 min**" in page.read_text()
+    _run(monkeypatch, out, page, "--command", "make z")  # without it: no such line
+    assert "Wall-clock" not in page.read_text()
