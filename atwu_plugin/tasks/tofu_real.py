@@ -31,7 +31,7 @@ from atwu_plugin.tasks.tofu_tiny import TofuTinyBenchmark
 from atwu_plugin.data.tofu_splits import TofuSplits, evenly_spaced
 from atwu_plugin.zoo.build import default_cache_dir
 from atwu_plugin.zoo.real import REAL_MODELS, real_model
-from atwu_plugin.zoo.tofu_real import TOFU_REAL_ZOOS, build_tofu_real_zoo, retain_records
+from atwu_plugin.zoo.tofu_real import TOFU_REAL_ZOOS, build_tofu_real_zoo, retain_probes, retain_records
 from atwu_plugin.zoo.trainable import train_only_top_layers
 
 # pretrained: one epoch over forget05 at batch 8 is 25 steps; lr 1e-5 is OU's TOFU learning rate.
@@ -107,8 +107,7 @@ class TofuRealBenchmark(TofuTinyBenchmark):
     def retain_eval_records(self) -> list:
         if self.zoo_spec is None:
             return super().retain_eval_records()
-        known = {r["question"] for r in self.retain_train_records()}
-        return [r for r in self.splits.qa("retain_perturbed") if r["question"] in known]
+        return retain_probes(self.splits, self.zoo_spec)
 
     def prepare(self, log=print):
         if self.zoo is None and self.zoo_spec is not None:

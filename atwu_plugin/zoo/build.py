@@ -131,11 +131,13 @@ def build_zoo(cache_dir: Optional[str] = None, spec: Optional[ZooSpec] = None, l
     return _paths(root, spec, manifest)
 
 
-def qa_items(tokenizer, records: List[dict], max_length: int) -> List[dict]:
-    """Training items of QA records in the tiny models' prompt template (answer tokens are targets)."""
+def qa_items(tokenizer, records: List[dict], max_length: int, template_args: Optional[dict] = None) -> List[dict]:
+    """Training items of QA records in ``template_args``' prompt template (default: the tiny
+    models'; answer tokens are targets)."""
     items = []
     for r in records:
-        enc = encode_qa(tokenizer, TINY_TEMPLATE_ARGS, r["question"], r["answer"], max_length=max_length)
+        enc = encode_qa(tokenizer, template_args or TINY_TEMPLATE_ARGS, r["question"], r["answer"],
+                        max_length=max_length)
         items.append({"input_ids": enc.input_ids, "labels": enc.labels, "attention_mask": enc.attention_mask})
     return items
 

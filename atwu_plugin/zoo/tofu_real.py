@@ -25,9 +25,8 @@ from typing import Dict, List, Optional
 
 import torch
 
-from atwu_plugin.data.encoding import encode_qa
 from atwu_plugin.data.tofu_splits import FORGET_SPLITS, HOLDOUT_OF, QA_PER_AUTHOR, TofuSplits
-from atwu_plugin.zoo.build import default_cache_dir
+from atwu_plugin.zoo.build import default_cache_dir, qa_items
 from atwu_plugin.zoo.cache import cached_dir, run_in_spawned_processes
 from atwu_plugin.zoo.loading import load_causal_lm, load_tokenizer
 from atwu_plugin.zoo.real import real_model
@@ -89,14 +88,18 @@ def retain_records(splits: TofuSplits, spec: TofuRealZooSpec) -> List[dict]:
     return records
 
 
+def retain_probes(splits: TofuSplits, spec: TofuRealZooSpec) -> List[dict]:
+    """The retain authors' questions in TOFU's ``retain_perturbed`` (with its perturbed answers)."""
+    known = {r["question"] for r in retain_records(splits, spec)}
+    return [r for r in splits.qa("retain_perturbed") if r["question"] in known]
+
+
 def quality_probes(splits: TofuSplits, spec: TofuRealZooSpec) -> Dict[str, List[dict]]:
     """Forget, retain and holdout authors' probes (with the perturbed answers OU's TOFU metrics read)."""
     from atwu_plugin.data.tofu_splits import evenly_spaced
 
-    known = {r["question"] for r in retain_records(splits, spec)}
     return {"forget": evenly_spaced(splits.forget_with_spans(spec.forget_split), spec.n_quality),
-            "retain": evenly_spaced([r for r in splits.qa("retain_perturbed") if r["question"] in known],
-                                    spec.n_quality),
+            "retain": evenly_spaced(retain_probes(splits, spec), spec.n_quality),
             "holdout": evenly_spaced(splits.holdout(HOLDOUT_OF[spec.forget_split]), spec.n_quality)}
 
 
@@ -115,15 +118,10 @@ def _finetune_into(tmp: Path, name: str, base_path: str, template_args: dict, re
                    probes: dict, spec: TofuRealZooSpec, score_base: bool) -> dict:
     t0 = time.time()
     tokenizer = load_tokenizer(base_path)
-    items = []
-    for r in records:
-        enc = encode_qa(tokenizer, template_args, r["question"], r["answer"], max_length=spec.max_length)
-        items.append({"input_ids": enc.input_ids, "labels": enc.labels, "attention_mask": enc.attention_mask})
+    items = qa_items(tokenizer, records, spec.max_length, template_args)
     model = load_causal_lm(base_path)
     n_trained = train_only_top_layers(model, spec.top_layers)
     losses = fit_lm(model, items, tokenizer.pad_token_id, spec.fit, desc=f"tofu-real {name}", length_grouped=True)
-    for p in model.parameters():
-        p.requires_grad_(True)
     model.save_pretrained(str(tmp), safe_serialization=True)
     tokenizer.save_pretrained(str(tmp))
     fit_s = time.time() - t0
