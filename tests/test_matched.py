@@ -134,6 +134,31 @@ def test_evaluator_trajectory_schedule():
     assert calls == [(False, False, False)]
 
 
+def test_evaluator_trajectory_takes_its_last_point_from_the_host():
+    """last_point_from_host: no pass at the last step; the host's full evaluation is that point."""
+    calls = []
+
+    class FakeEvaluator:
+        def evaluate(self, model, generate=True, utility_terms=True, forget_truth_ratio=True):
+            calls.append(generate)
+            return {"forget_prob": 0.5, "ou": {}}
+
+    cb = EvaluatorTrajectory(FakeEvaluator(), points=2, last_point_from_host=True)
+    state = SimpleNamespace(max_steps=10, global_step=0)
+    cb.on_train_begin(None, state, None, model=object())
+    for step in range(1, 11):
+        state.global_step = step
+        cb.on_step_end(None, state, None, model=object())
+    assert [p["step"] for p in cb.trajectory] == [0, 5] and calls == [False, False]
+    cb.add_final(10, {"forget_prob": 0.25, "model_utility": 0.7, "ou": {}, "details": {}})
+    cb.add_final(10, {"forget_prob": 0.0})  # once only
+    assert cb.trajectory[-1] == {"step": 10, "forget_prob": 0.25, "model_utility": 0.7}
+    assert len(cb.trajectory) == 3
+    plain = EvaluatorTrajectory(FakeEvaluator(), points=2)
+    plain.add_final(10, {"forget_prob": 0.1})  # the default measures the last step itself
+    assert plain.trajectory == []
+
+
 def test_plot_matched_without_trajectories_is_none(tmp_path):
     bench = {"benchmark": "b", "matched": MATCHED, "runs": [{"method": "A", "seed": 0, "metrics": {}}]}
     assert plot_matched(bench, tmp_path / "m.png") is None

@@ -477,3 +477,26 @@ def test_parity_with_openunlearning_metric_code(ou_metrics, tok, model, retain_m
     got = ev.evaluate(model)
     for k, v in expected.items():
         assert got["ou"][k] == pytest.approx(float(v), abs=1e-6), k
+
+
+def test_retain_logits_are_computed_once_and_give_the_same_kl(tok, model, retain_model, monkeypatch):
+    """The retain model's logits are cached per batch: a second evaluation runs the retain model
+    on no batch, and the KLs equal an evaluator's that caches nothing (retain_cache_mb=0)."""
+    from atwu_plugin.evals import engine
+
+    splits = {"forget": FORGET, "holdout": HOLDOUT}
+    cached = _evaluator(tok, retain_model=retain_model, splits=splits)
+    uncached = _evaluator(tok, retain_model=retain_model, splits=splits, retain_cache_mb=0)
+    calls = []
+    real_forward = engine.forward_logits
+    monkeypatch.setattr(engine, "forward_logits", lambda m, b, **kw: calls.append(m) or real_forward(m, b, **kw))
+    first = cached.evaluate(model, generate=False, utility_terms=False)
+    n_retain_first = sum(m is retain_model for m in calls)
+    calls.clear()
+    second = cached.evaluate(model, generate=False, utility_terms=False)
+    assert n_retain_first > 0 and sum(m is retain_model for m in calls) == 0
+    assert cached._retain_cache_bytes > 0 and uncached._retain_cache_bytes == 0
+    reference = uncached.evaluate(model, generate=False, utility_terms=False)
+    for key in ("kl_to_retain", "holdout_kl_to_retain"):
+        assert first[key] > 0
+        assert first[key] == second[key] == pytest.approx(reference[key], rel=1e-6), key

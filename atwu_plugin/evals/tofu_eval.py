@@ -139,6 +139,7 @@ class TofuEvaluator:
         stopwords: Optional[Sequence[str]] = None,
         encode_fn: Optional[Callable] = None,
         collator: Optional[Callable] = None,
+        retain_cache_mb: float = 2048,
     ):
         unknown = sorted(set(splits) - set(SPLITS))
         if unknown:
@@ -170,6 +171,11 @@ class TofuEvaluator:
         self._reference: Optional[Dict[str, Any]] = None
         if reference_stats is not None:
             self._reference = self._check_reference(reference_stats)
+        # the retain model's answer-position logits per batch, for KL: the retain model and
+        # the batches never change, so every evaluation after the first reuses them
+        self.retain_cache_mb = float(retain_cache_mb)
+        self._retain_logits: Dict[Any, Any] = {}
+        self._retain_cache_bytes = 0
 
     # ------------------------------------------------------------------ encoding
 
@@ -305,6 +311,31 @@ class TofuEvaluator:
         pert = self._avg_nll_options(model, enc["pert"], "forget perturbed")
         return tm.truth_ratio(para, pert)
 
+    def _retain_answer_logits(self, retain, batch) -> torch.Tensor:
+        """The retain model's logits of ``batch`` at the positions that predict answer tokens,
+        zero elsewhere: all that ``KLAccumulator`` reads (it masks other positions out), so
+        the KL is the same as with the full logits. Computed once per batch and kept (up to
+        ``retain_cache_mb``; the rows only, ``[answer tokens, V]``), so the trajectory's passes
+        during training run the retain model once instead of at every pass."""
+        ids, labels = batch["input_ids"], batch["labels"]
+        key = (id(self.retain_model), tuple(ids.shape),
+               hashlib.blake2b(ids.cpu().numpy().tobytes() + labels.cpu().numpy().tobytes(), digest_size=16).digest())
+        hit = self._retain_logits.get(key)
+        if hit is None:
+            logits = engine.forward_logits(retain, batch)
+            predicts = torch.zeros_like(labels, dtype=torch.bool)
+            predicts[:, :-1] = labels[:, 1:] != IGNORE_INDEX  # position t - 1 predicts labels[:, t]
+            hit = (predicts, logits[predicts])
+            size = hit[1].numel() * hit[1].element_size()
+            if self._retain_cache_bytes + size > self.retain_cache_mb * 2**20:
+                return logits
+            self._retain_logits[key] = hit
+            self._retain_cache_bytes += size
+        predicts, rows = hit
+        full = rows.new_zeros(*predicts.shape, rows.shape[-1])
+        full[predicts] = rows
+        return full
+
     def reference_stats(self, retain_model) -> Dict[str, Any]:
         """The retain model's statistics forget_quality needs, as a JSON-serialisable dict:
         ``{"format", "forget_fingerprint", "n_forget", "forget_truth_ratio": [tr_i, ...]}``
@@ -381,10 +412,10 @@ class TofuEvaluator:
                 if kind is not None:
                     token_acc.update(logp, kind)
                 if kl_acc is not None:
-                    kl_acc.update(logits, engine.forward_logits(retain, batch), batch["labels"], kind)
+                    kl_acc.update(logits, self._retain_answer_logits(retain, batch), batch["labels"], kind)
 
             def holdout_tokens(batch, logits, logp):
-                holdout_kl_acc.update(logits, engine.forward_logits(retain, batch), batch["labels"])
+                holdout_kl_acc.update(logits, self._retain_answer_logits(retain, batch), batch["labels"])
 
             hooks = {"forget": forget_tokens}
             if holdout_kl_acc is not None:

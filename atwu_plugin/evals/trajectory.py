@@ -49,24 +49,42 @@ class EvaluatorTrajectory(TrainerCallback):
     ``forget_truth_ratio=False`` also skips the forget split's paraphrased/perturbed answers
     (forget_quality and forget_truth_ratio are then None), most of a pass on TOFU.
     Evaluation runs under no_grad in eval mode and draws no random numbers, so the trained
-    model is the same with or without this callback."""
+    model is the same with or without this callback.
 
-    def __init__(self, evaluator, points: int = 10, forget_truth_ratio: bool = True):
+    ``last_point_from_host=True``: the host evaluates the final model in full anyway, so the
+    callback skips its pass at the last step and the host hands that evaluation to
+    ``add_final`` (a full evaluation computes every probability metric of a pass, on the same
+    batches: the point is the same, one pass cheaper)."""
+
+    def __init__(self, evaluator, points: int = 10, forget_truth_ratio: bool = True,
+                 last_point_from_host: bool = False):
         if points < 1:
             raise ValueError(f"points={points}; expected >= 1")
         self.evaluator, self.points, self.forget_truth_ratio = evaluator, points, forget_truth_ratio
+        self.last_point_from_host = last_point_from_host
         self.trajectory: List[Dict[str, float]] = []
         self._due: set = set()
 
     def measure(self, model, step: int):
         res = self.evaluator.evaluate(model, generate=False, utility_terms=False,
                                       forget_truth_ratio=self.forget_truth_ratio)
+        self._append(step, res)
+
+    def _append(self, step: int, res: dict) -> None:
         self.trajectory.append({"step": step, **{k: v for k, v in res.items()
                                                  if k not in ("ou", "details") and (v is None or isinstance(v, float))}})
+
+    def add_final(self, step: int, metrics: dict) -> None:
+        """The host's full evaluation of the final model as the last point (when
+        ``last_point_from_host``; a no-op if a pass already measured ``step``)."""
+        if self.last_point_from_host and not any(p["step"] == step for p in self.trajectory):
+            self._append(step, metrics)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         n = state.max_steps
         self._due = {max(1, round(n * i / self.points)) for i in range(1, self.points + 1)}
+        if self.last_point_from_host:
+            self._due.discard(n)
         if not self.trajectory or self.trajectory[0]["step"] != 0:
             self.measure(model, 0)
 

@@ -73,7 +73,9 @@ def run_lite_cell(bench, trainer: str, overrides: dict, seed: int, out_dir: str,
     if trajectory_points > 0:
         from atwu_plugin.evals.trajectory import EvaluatorTrajectory
 
-        trajectory = EvaluatorTrajectory(evaluator, trajectory_points, trajectory_forget_truth_ratio)
+        # the last point comes from the full evaluation below (the same numbers, one pass fewer)
+        trajectory = EvaluatorTrajectory(evaluator, trajectory_points, trajectory_forget_truth_ratio,
+                                         last_point_from_host=True)
         trainer_obj.add_callback(trajectory)
     trainer_obj.train(resume_from_checkpoint=resume)
     train_s = time.time() - t0
@@ -83,6 +85,8 @@ def run_lite_cell(bench, trainer: str, overrides: dict, seed: int, out_dir: str,
                                            {**(run_config or {}), "trainer_config": cfg, "resumed_from": resume})
     metrics = evaluator.evaluate(trainer_obj.model)
     metrics.pop("details", None)
+    if trajectory is not None:
+        trajectory.add_final(trainer_obj.state.global_step, metrics)
     ou = metrics.pop("ou", {})
     metrics.update(span_metrics(trainer_obj))  # span_* of every label source (None when not collected)
     metrics["train_s"] = round(train_s, 2)
