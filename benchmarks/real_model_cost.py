@@ -1,6 +1,7 @@
 """The real model (SmolLM2-135M-Instruct, GGUF Q4_1 dequantised) through the stack: costs.
 
     python benchmarks/real_model_cost.py --data-dir /path/to/tofu [--steps 6] [--batch 4]
+        [--top-layers 8] [--modes graddiff,npo,atwu,atwu-direct,...] [--memory-only]
 
 Measures, on real TOFU text (forget05 with word labels, retain90) encoded with SmolLM2's chat
 template:
@@ -12,7 +13,9 @@ template:
    batch's logits;
 3. GradDiff vs ATWU (defaults) step time on the same batches (alternating blocks, as
    ``benchmarks/step_time.py``, whose timing and memory helpers are reused) and peak tensor
-   memory, each mode in its own subprocess.
+   memory, each mode in its own subprocess. ``--modes`` adds other methods (``MODES``; the
+   ratios are to GradDiff), ``--top-layers 8`` trains only the top 8 decoder layers as
+   TOFU-real's unlearning does, ``--memory-only`` skips the step times.
 
 The machine is shared: every time printed is contended unless the machine was idle; the
 ratios (both modes in the same run, alternating) are the numbers to compare.
@@ -48,12 +51,30 @@ def datasets(args, tokenizer, template_args):
     return forget, retain
 
 
+# mode -> (trainer config, overrides); "reference" gets the pretrained model as its aux model
+MODES = {
+    "graddiff": ("TW_GradDiff", {}),
+    "npo": ("TW_NPO", {}),
+    "atwu": ("ATWU", {}),
+    "atwu-direct": ("ATWU", {"method_args.variant": "direct"}),
+    "atwu-linear_h": ("ATWU", {"method_args.variant": "linear_h"}),
+    "retain-frequency": ("TW_RetainFrequency", {}),
+    "same-token": ("TW_SameToken", {}),
+    "reference": ("TW_Reference", {}),
+}
+
+
 def build(mode, model, tokenizer, template_args, args, out):
     from atwu_plugin.hosts.lite import build_trainer, load_trainer_config
+    from atwu_plugin.zoo.trainable import train_only_top_layers
 
-    name = {"graddiff": "TW_GradDiff", "atwu": "ATWU"}[mode]
+    name, overrides = MODES[mode]
+    if mode == "reference":
+        overrides = {"method_args.aux_model_path": args.model_path}
     cfg = load_trainer_config(name, {"args.per_device_train_batch_size": args.batch, "args.max_steps": args.steps,
-                                     "args.learning_rate": 1e-5})
+                                     "args.learning_rate": 1e-5, **overrides})
+    if args.top_layers:
+        train_only_top_layers(model, args.top_layers)
     forget, retain = datasets(args, tokenizer, template_args)
     return build_trainer(cfg, model, tokenizer, forget, retain, out, seed=0, template_args=template_args)
 
@@ -114,10 +135,21 @@ def main():
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--skip-convert", action="store_true", help="do not time a fresh GGUF conversion")
-    p.add_argument("--memory-child", choices=["graddiff", "atwu"])
+    p.add_argument("--top-layers", type=int, default=0, help="train only the top N decoder layers (0: all weights)")
+    p.add_argument("--modes", default="graddiff,atwu", help=f"comma-separated, from {', '.join(MODES)}")
+    p.add_argument("--memory-only", action="store_true", help="peak memory only, no step times")
+    p.add_argument("--memory-child", choices=list(MODES))
     args = p.parse_args()
     if not args.data_dir:
         p.error("--data-dir (or $TOFU_DATA): the directory of TOFU's JSON files is required")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown or "graddiff" not in modes:
+        p.error(f"--modes {args.modes!r}: expected names from {list(MODES)}, graddiff (the baseline) among them")
+    args.modes = ["graddiff"] + [m for m in modes if m != "graddiff"]
+    from atwu_plugin.zoo.real import real_model as _real_model
+
+    args.model_path = _real_model(args.model, log=lambda *a: None).path
     if args.memory_child:
         return memory_child(args.memory_child, args)
     torch.set_num_threads(args.threads)
@@ -140,45 +172,53 @@ def main():
     # memory first, one subprocess per mode, while this process holds no trainer (two in-process
     # trainers + the children's models exceeded a shared 23 GB machine: the parent was OOM-killed)
     mem = {}
-    for m in ("graddiff", "atwu"):
+    for m in args.modes:
         out = subprocess.run([sys.executable, __file__, "--memory-child", m] + sys.argv[1:], capture_output=True,
                              text=True, check=True)
         mem[m] = json.loads(out.stdout.strip().splitlines()[-1])
         r = mem[m]
-        print(f"{m:9s} tensors: persistent {r['persistent_tensor_mb']:.0f} MB + step peak rise {r['step_rise_mb']:.0f} MB "
-              f"= peak {r['peak_tensor_mb']:.0f} MB (peak RSS {r['peak_rss_mb']:.0f} MB)", flush=True)
+        print(f"{m:16s} tensors: persistent {r['persistent_tensor_mb']:.0f} MB + step peak rise "
+              f"{r['step_rise_mb']:.0f} MB = peak {r['peak_tensor_mb']:.0f} MB "
+              f"({r['peak_tensor_mb'] / mem['graddiff']['peak_tensor_mb']:.3f}x GradDiff; "
+              f"peak RSS {r['peak_rss_mb']:.0f} MB)", flush=True)
+    if args.memory_only:
+        if "atwu" in mem:
+            print(f"ratio_peak_mem={mem['atwu']['peak_tensor_mb'] / mem['graddiff']['peak_tensor_mb']:.3f}")
+        return
 
     _, model, tok = load(args)
     import copy
 
     trainers = {m: build(m, copy.deepcopy(model), tok, entry.template_args, args, tempfile.mkdtemp(prefix=f"real_cost_{m}_"))
-                for m in ("graddiff", "atwu")}
-    n_tok = sum(int((it["labels"] != -100).sum()) for it in trainers["atwu"].train_dataset.forget.items)
-    print(f"forget: {len(trainers['atwu'].train_dataset.forget)} samples, {n_tok} answer tokens; batch {args.batch}",
-          flush=True)
-    t = time.perf_counter()
-    timed_steps(trainers["atwu"], 1)
-    setup_s = time.perf_counter() - t
-    print(f"atwu first step (setup: bank fill, frozen features, scorer pre-fit, + 1 step): {setup_s:.1f} s", flush=True)
-    print("atwu pieces: " + json.dumps(atwu_parts(trainers["atwu"])), flush=True)
-    sketch = trainers["atwu"].weighter.state.sketch
-    if sketch is not None:
+                for m in args.modes}
+    first = trainers["graddiff"].train_dataset.forget
+    n_tok = sum(int((it["labels"] != -100).sum()) for it in first.items)
+    print(f"forget: {len(first)} samples, {n_tok} answer tokens; batch {args.batch}; "
+          f"{'top ' + str(args.top_layers) + ' layers' if args.top_layers else 'all weights'} trained", flush=True)
+    for m, tr in trainers.items():  # the first step includes each method's setup (ATWU: bank, cache, pre-fit)
+        t = time.perf_counter()
+        timed_steps(tr, 1)
+        print(f"{m:16s} first step (with its setup): {time.perf_counter() - t:.1f} s", flush=True)
+    if "atwu" in trainers:
+        print("atwu pieces: " + json.dumps(atwu_parts(trainers["atwu"])), flush=True)
+        sketch = trainers["atwu"].weighter.state.sketch
         logits = torch.randn(args.batch * 64, len(tok))
         labels = torch.randint(0, len(tok), (args.batch * 64,))
         t = time.perf_counter()
         sketch(logits, labels)
         print(f"sketch of {args.batch * 64} tokens' logits (V={len(tok)}): {(time.perf_counter() - t) * 1000:.0f} ms",
               flush=True)
-    timed_steps(trainers["graddiff"], 1)  # warm-up
     per_mode = {m: [] for m in trainers}
     for _ in range(args.blocks):
         for m, tr in trainers.items():
             per_mode[m] += timed_steps(tr, max(1, args.steps // args.blocks))
     med = {m: sorted(v)[len(v) // 2] for m, v in per_mode.items()}
     for m in trainers:
-        print(f"{m:9s} step time median {med[m]:.2f} s over {len(per_mode[m])} steps", flush=True)
-    ratio_mem = mem["atwu"]["peak_tensor_mb"] / mem["graddiff"]["peak_tensor_mb"]
-    print(f"ratio_step_time={med['atwu'] / med['graddiff']:.3f} ratio_peak_mem={ratio_mem:.3f}")
+        print(f"{m:16s} step time median {med[m]:.2f} s over {len(per_mode[m])} steps "
+              f"({med[m] / med['graddiff']:.3f}x GradDiff)", flush=True)
+    if "atwu" in trainers:
+        ratio_mem = mem["atwu"]["peak_tensor_mb"] / mem["graddiff"]["peak_tensor_mb"]
+        print(f"ratio_step_time={med['atwu'] / med['graddiff']:.3f} ratio_peak_mem={ratio_mem:.3f}")
 
 
 if __name__ == "__main__":
