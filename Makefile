@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export ATWU_CACHE_DIR ?= $(CURDIR)/.cache/atwu
 
-.PHONY: setup demo demo-full test test-fast test-slow bench clean real-model bench-real results-embedded results-ablation regress results-rwku-tiny results-tofu-tiny tofu-tiny-zoo results-tofu-honest results-label-free tofu-real-zoo results-tofu-real results-tofu-real-setup
+.PHONY: setup demo demo-full test test-fast test-slow bench clean real-model bench-real results-embedded results-ablation regress results-rwku-tiny results-tofu-tiny tofu-tiny-zoo results-tofu-honest results-label-free tofu-real-zoo results-tofu-real results-tofu-real-setup rwku-known-targets
 
 setup: $(STAMP)
 
@@ -116,6 +116,13 @@ results-tofu-real-setup: setup real-model
 	$(BIN)/python scripts/results_doc.py outputs/results/tofu_real_setup docs/results/tofu_real_setup.md \
 		--title "TOFU-real (SmolLM2-135M, forget01): span AUROC of every token weighting at the start of unlearning" \
 		--command "make results-tofu-real-setup"
+
+# RWKU (issue 21, part 1; docs/results/rwku_known_targets.md): which of RWKU's 200 targets
+# SmolLM2-135M-Instruct (GGUF Q4_1) knows, from the probability of the gold answers of up to 10
+# probes per target and kind (teacher-forced, no generation). The data: RWKU_DATA_ROOT (as for RWKU-tiny).
+rwku-known-targets: setup real-model
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/rwku_known_targets.py --data-dir $(RWKU_DATA_ROOT) --model smollm2-135m \
+		--out outputs/results/rwku_known_targets.json --page docs/results/rwku_known_targets.md
 
 # CI regression check of reported scores (also run by the test suite, with its mutation tests;
 # docs/regression.md). The output folder is removed first: a leaderboard reuses finished cells,
