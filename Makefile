@@ -110,12 +110,14 @@ results-tofu-real: setup real-model
 		--command "make results-tofu-real" --notes docs/results/tofu_real_notes.md --started-at $$(cat outputs/results/tofu_real.started)
 
 # TOFU-real, span AUROC of every token weighting and ATWU scorer variant over the first epoch (14 cells,
-# 1 seed; not yet run: ~45 min on 2 cores at the measured cell cost)
+# 1 seed; 65 min of cell time, two cells at a time; the zoo as for results-tofu-real)
 results-tofu-real-setup: setup real-model
+	mkdir -p outputs/results && date +%s > outputs/results/tofu_real_setup.started
 	TOFU_DATA=$(TOFU_DATA) OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/tofu_real_setup.yaml --output-dir outputs/results/tofu_real_setup --jobs 2
 	$(BIN)/python scripts/results_doc.py outputs/results/tofu_real_setup docs/results/tofu_real_setup.md \
 		--title "TOFU-real (SmolLM2-135M, forget01): span AUROC of every token weighting at the start of unlearning" \
-		--command "make results-tofu-real-setup"
+		--command "make results-tofu-real-setup" --notes docs/results/tofu_real_setup_notes.md \
+		--started-at $$(cat outputs/results/tofu_real_setup.started)
 
 # RWKU (issue 21, part 1; docs/results/rwku_known_targets.md): which of RWKU's 200 targets
 # SmolLM2-135M-Instruct (GGUF Q4_1) knows, from the probability of the gold answers of up to 10

@@ -357,6 +357,22 @@ def test_pareto_handmade_and_single_seed_std():
     assert {r["method"]: r["forget_quality_rank"] for r in csv_rows}["E"] == "3"
 
 
+def test_no_pareto_marks_or_tradeoff_plot_when_the_table_hides_its_axes(tmp_path):
+    # a span-AUROC-only spec: forget quality / model utility exist in the runs but are not shown
+    runs = [{"method": m, "seed": 0, "metrics": {"forget_quality": 0.2, "model_utility": 0.0, "span_auroc": a}}
+            for m, a in (("A", 0.9), ("B", 0.6))]
+    bench = {"benchmark": "b", "model": "", "runs": runs}
+    shown = [MetricSpec("span_auroc", "higher")]
+    md = rep.render_markdown([bench], shown)
+    assert "★" not in md and "| A | 1 |" in md
+    written = rep.write_reports({"benchmark": "b", "model": "", "runs": runs}, tmp_path / "hidden", metrics=shown)
+    assert "tradeoff.png" not in written and not (tmp_path / "hidden" / "tradeoff.png").exists()
+    both = shown + [MetricSpec("forget_quality", "higher"), MetricSpec("model_utility", "higher")]
+    assert "| ★ A | 1 |" in rep.render_markdown([bench], both)
+    assert "tradeoff.png" in rep.write_reports({"benchmark": "b", "model": "", "runs": runs}, tmp_path / "shown",
+                                               metrics=both)
+
+
 def test_heatmap_validation_and_escape(tmp_path):
     p = tmp_path / "w.jsonl"
     p.write_text(json.dumps({"sample": 3, "tokens": ["a", "b"], "weights": [1.0], "kinds": [0, 1]}) + "\n")

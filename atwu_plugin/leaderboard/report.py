@@ -17,7 +17,7 @@ from atwu_plugin.leaderboard.heatmap import latest_per_sample, read_token_record
 from atwu_plugin.leaderboard.results import ResultsError, load_results
 from atwu_plugin.leaderboard.spec import MetricSpec
 from atwu_plugin.leaderboard.stats import (
-    PARETO_X, PARETO_Y, MethodSummary, Stat, default_metrics, pareto_front, summarize,
+    PARETO_X, PARETO_Y, MethodSummary, Stat, default_metrics, pareto_front, shows_tradeoff, summarize,
 )
 from atwu_plugin.leaderboard.tables import format_mean_std, format_value, render_csv, render_markdown
 from atwu_plugin.leaderboard.tradeoff_plot import plot_tradeoff
@@ -73,7 +73,8 @@ def write_reports(results: Union[str, Path, Mapping], out_dir: Union[str, Path],
         sub = out_dir / b["benchmark"] if multi else out_dir
         prefix = f"{b['benchmark']}/" if multi else ""
         links[b["benchmark"]] = {}
-        png = plot_tradeoff(b, sub / "tradeoff.png", title=f"{title} — {b['benchmark']}")
+        png = (plot_tradeoff(b, sub / "tradeoff.png", title=f"{title} — {b['benchmark']}")
+               if shows_tradeoff(metrics) else None)
         if png is not None:
             written[prefix + "tradeoff.png"] = png
             links[b["benchmark"]]["forget quality vs model utility"] = prefix + "tradeoff.png"

@@ -73,6 +73,14 @@ def finite_values(runs: Iterable[Mapping], metric: str) -> List[float]:
     return vals
 
 
+def shows_tradeoff(metrics: Sequence[MetricSpec]) -> bool:
+    """Pareto marks and the trade-off plot belong to a table that shows both of their axes: a
+    spec whose metrics leave out forget quality or model utility (e.g. span AUROC only) gets
+    neither, rather than marks on columns the reader cannot see."""
+    names = {m.name for m in metrics}
+    return PARETO_X in names and PARETO_Y in names
+
+
 def pareto_front(points: Mapping[str, Tuple[Optional[float], Optional[float]]]) -> List[str]:
     """Names whose (x, y) no other point dominates (both maximized). Points with a missing
     coordinate are never on the front."""

@@ -12,7 +12,7 @@ import math
 from typing import Mapping, Optional, Sequence
 
 from atwu_plugin.leaderboard.spec import MetricSpec
-from atwu_plugin.leaderboard.stats import PARETO_X, PARETO_Y, STAR, MethodSummary, summarize
+from atwu_plugin.leaderboard.stats import PARETO_X, PARETO_Y, STAR, MethodSummary, shows_tradeoff, summarize
 
 
 def format_value(x: Optional[float]) -> str:
@@ -45,11 +45,11 @@ def _arrow(m: MetricSpec) -> str:
     return "↑" if m.higher_is_better else "↓"
 
 
-def render_markdown_table(rows: Sequence[MethodSummary], metrics: Sequence[MetricSpec]) -> str:
+def render_markdown_table(rows: Sequence[MethodSummary], metrics: Sequence[MetricSpec], stars: bool = True) -> str:
     head = ["Method", "Seeds"] + [f"{_md_escape(m.display)} {_arrow(m)}" for m in metrics]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join([":---", "---:"] + ["---:"] * len(metrics)) + "|"]
     for r in rows:
-        cells = [(f"{STAR} " if r.pareto else "") + _md_escape(r.method), str(len(r.seeds))]
+        cells = [(f"{STAR} " if stars and r.pareto else "") + _md_escape(r.method), str(len(r.seeds))]
         for m in metrics:
             st = r.stats[m.name]
             if st.mean is None:
@@ -69,10 +69,11 @@ def render_markdown(benches: Sequence[Mapping], metrics: Sequence[MetricSpec], t
     """``links[benchmark]`` maps a caption to a relative path (plot, heatmaps) listed under
     the benchmark's table."""
     out = [f"# {_md_escape(title)}", ""]
+    stars = shows_tradeoff(metrics)
     out.append(
         f"Mean ± sample std over seeds (the number of seeds is in *Seeds*); (k) = rank for that "
-        f"metric, **bold** = best; ↑/↓ = higher/lower is better; n/a = not reported. "
-        f"{STAR} = Pareto-optimal on ({PARETO_X} ↑, {PARETO_Y} ↑)."
+        f"metric, **bold** = best; ↑/↓ = higher/lower is better; n/a = not reported."
+        + (f" {STAR} = Pareto-optimal on ({PARETO_X} ↑, {PARETO_Y} ↑)." if stars else "")
     )
     out.append("")
     for b in benches:
@@ -83,7 +84,7 @@ def render_markdown(benches: Sequence[Mapping], metrics: Sequence[MetricSpec], t
         if not rows:
             out += ["*No finished runs.*", ""]
             continue
-        out.append(render_markdown_table(rows, metrics))
+        out.append(render_markdown_table(rows, metrics, stars=stars))
         for caption, rel in (links or {}).get(b["benchmark"], {}).items():
             if rel.endswith(".png"):
                 out.append(f"![{caption}]({rel})")
