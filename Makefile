@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export ATWU_CACHE_DIR ?= $(CURDIR)/.cache/atwu
 
-.PHONY: setup demo demo-full test test-fast test-slow bench clean real-model bench-real results-embedded results-ablation regress results-rwku-tiny results-tofu-tiny tofu-tiny-zoo results-tofu-honest results-label-free tofu-real-zoo results-tofu-real results-tofu-real-setup rwku-known-targets
+.PHONY: setup demo demo-full test test-fast test-slow bench clean real-model bench-real results-embedded results-ablation regress results-rwku-tiny results-tofu-tiny tofu-tiny-zoo results-tofu-honest results-label-free tofu-real-zoo results-tofu-real results-tofu-real-setup rwku-known-targets results-rwku-real
 
 setup: $(STAMP)
 
@@ -167,3 +167,16 @@ results-label-free: setup
 	$(BIN)/python scripts/results_doc.py outputs/results/label_free_matched docs/results/label_free_matched.md \
 		--title "Word-level retain counts vs ATWU at matched forgetting (embedded benchmark, forget10, 3 seeds)" \
 		--command "make results-label-free" --notes docs/results/label_free_matched_notes.md
+
+# RWKU on the real model (issue 21, docs/results/rwku_real.md): single-target unlearning of target 109
+# (Ulysses S. Grant) by 10 methods (+ the untouched start) x 2 seeds at matched forgetting, ~73 min on
+# 2 cores; the model is the converted SmolLM2 entry (make real-model), no zoo build. The calibration on the development target:
+# atwu_plugin/configs/leaderboards/rwku_real_calibration.yaml (run by hand, see its header).
+results-rwku-real: setup real-model
+	mkdir -p outputs/results && date +%s > outputs/results/rwku_real.started
+	RWKU_DATA_ROOT=$(RWKU_DATA_ROOT) OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/rwku_real.yaml --output-dir outputs/results/rwku_real --jobs 2
+	date +%s > outputs/results/rwku_real.finished
+	$(BIN)/python scripts/results_doc.py outputs/results/rwku_real docs/results/rwku_real.md \
+		--title "RWKU on a real model (SmolLM2-135M-Instruct, GGUF Q4_1): unlearning what it knows of Ulysses S. Grant, 2 seeds" \
+		--command "make results-rwku-real" --notes docs/results/rwku_real_notes.md \
+		--started-at $$(cat outputs/results/rwku_real.started) --finished-at $$(cat outputs/results/rwku_real.finished)

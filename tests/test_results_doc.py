@@ -54,6 +54,10 @@ def test_started_at_puts_the_whole_commands_wall_clock_on_the_page(tmp_path, mon
     out = _output_dir(tmp_path, ["only"])
     page = tmp_path / "timed.md"
     _run(monkeypatch, out, page, "--command", "make z", "--started-at", time.time() - 90 * 60)
-    assert "Wall-clock time of the whole command, from its start to this page: **90.0 min**" in page.read_text()
+    assert "Wall-clock time of the whole command, from its start to the end of its runs: **90.0 min**" in page.read_text()
+    # --finished-at: a page rewritten later (e.g. with new notes) keeps the run's own time
+    start = time.time() - 5 * 3600
+    _run(monkeypatch, out, page, "--command", "make z", "--started-at", start, "--finished-at", start + 12 * 60)
+    assert "to the end of its runs: **12.0 min**" in page.read_text()
     _run(monkeypatch, out, page, "--command", "make z")  # without it: no such line
     assert "Wall-clock" not in page.read_text()

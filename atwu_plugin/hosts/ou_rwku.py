@@ -7,8 +7,12 @@ Registered into OU's registries through the ``open_unlearning.*`` entry points o
 
 * ``RWKUCorpusDataset`` (dataset handler): the texts to unlearn (or retain) of some targets,
   ``corpus: passage`` (RWKU's forget corpus, the Wikipedia passages, in windows of
-  ``max_length`` tokens) or ``corpus: tiny`` (what the RWKU-tiny model was taught about each
-  target, cut to ``max_length`` tokens; ``atwu_plugin.data.rwku_tiny``). Works with OU's
+  ``max_length`` tokens), ``corpus: passage_chat`` (the lite host's ``rwku_real`` corpus:
+  ``n_passages`` passages evenly spaced over the targets' pooled passages, each cut to
+  ``max_length`` tokens and put as the answer of "Please tell me about <target>." in the
+  model's chat template; ``atwu_plugin.tasks.rwku_real``) or ``corpus: tiny`` (what the
+  RWKU-tiny model was taught about each target, cut to ``max_length`` tokens;
+  ``atwu_plugin.data.rwku_tiny``). Works with OU's
   ``DataCollatorForSupervisedDataset`` (with or without index).
 * ``rwku_forget``, ``rwku_neighbor``, ``rwku_mia``, ``rwku_utility`` (metrics, OU's
   ``UnlearningMetric`` wrapping plain functions): one metric group of
@@ -31,7 +35,7 @@ from atwu_plugin.data.rwku_tiny import TinyCorpusSpec, target_texts
 
 logger = logging.getLogger(__name__)
 
-CORPORA = ("passage", "tiny")
+CORPORA = ("passage", "passage_chat", "tiny")
 UTILITY_GROUPS = ("mmlu", "bbh", "truthfulqa", "triviaqa", "fluency")
 HEADLINE = {"forget": "forget_all", "neighbor": "neighbor_all", "mia": "mia_loss_auc"}
 # RWKUEvaluator options a metric config may set (everything else in the config is OU's)
@@ -57,7 +61,8 @@ class RWKUCorpusDataset:
     over the ``corpus`` texts of ``targets`` (see the module docstring)."""
 
     def __init__(self, data_root: str, targets, corpus: str = "passage", max_length: int = 512,
-                 probes_per_level: int = 8, mia_per_target: int = 4, tokenizer=None, template_args=None, **unused):
+                 probes_per_level: int = 8, mia_per_target: int = 4, n_passages: Optional[int] = None,
+                 tokenizer=None, template_args=None, **unused):
         if corpus not in CORPORA:
             raise ValueError(f"RWKUCorpusDataset: corpus={corpus!r}; expected one of {list(CORPORA)}")
         if tokenizer is None:
@@ -66,7 +71,16 @@ class RWKUCorpusDataset:
             logger.warning("RWKUCorpusDataset: ignoring unknown arguments %s", sorted(unused))
         data = open_rwku(str(data_root))
         chosen = data.select(_plain(targets))
-        if corpus == "passage":
+        if corpus == "passage_chat":  # the lite host's rwku_real corpus (tasks/rwku_real.py)
+            from atwu_plugin.data.tofu_splits import evenly_spaced
+            from atwu_plugin.tasks.rwku_real import PassageItems
+
+            if not template_args:
+                raise ValueError("RWKUCorpusDataset: corpus=passage_chat needs the model's template_args")
+            pairs = evenly_spaced([(t.name, p) for t in chosen for p in data.passages(t)], n_passages)
+            self.texts = [p for _, p in pairs]
+            self.items = PassageItems(pairs, tokenizer, _plain(template_args), max_length, "chat", "corpus")
+        elif corpus == "passage":
             self.texts = data.passages(chosen)
             self._windows = RWKUTextDataset(self.texts, tokenizer, max_length=max_length)
             self.items = None

