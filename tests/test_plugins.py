@@ -326,7 +326,7 @@ def test_register_into_fake_openunlearning(fake_ou, entry_points, clean_local, m
     ]
     done = ou_registry.register_into_openunlearning()  # auto mode: `trainer` resolves to an OU-shaped src/
     assert done == {
-        "trainers": ["ATWU", "PlaceholderMethod", "RMU", "TokenWeightedUnlearn"],  # this package's and the plugins'
+        "trainers": ["ATWU", "PlaceholderMethod", "PluginRMU", "TokenWeightedUnlearn"],  # this package's and the plugins'
         "datasets": ["MyDataset"],
         "evaluators": ["MyEvaluator"],
         "metrics": ["my_metric"],
@@ -452,21 +452,21 @@ def test_every_method_has_a_trainer_config():
 
 
 def _token_weighted_configs():
-    return [p for p in _trainer_configs() if OmegaConf.load(p).handler != "RMU"]
+    return [p for p in _trainer_configs() if OmegaConf.load(p).handler != "PluginRMU"]
 
 
 @pytest.mark.parametrize("path", _trainer_configs(), ids=lambda p: p.stem)
 def test_trainer_configs_parse_and_follow_ou_schema(path):
     cfg = OmegaConf.load(path)
-    assert cfg.handler in {"TokenWeightedUnlearn", "ATWU", "RMU"}
+    assert cfg.handler in {"TokenWeightedUnlearn", "ATWU", "PluginRMU"}
     assert list(cfg.defaults)[0] == "finetune"  # OU's TrainingArguments defaults
     m = cfg.method_args
-    if cfg.handler == "RMU":  # representation-level: no token losses; its options are the trainer's
+    if cfg.handler == "PluginRMU":  # representation-level: no token losses; its options are the trainer's
         import inspect
 
-        from atwu_plugin.trainers.rmu import RMU
+        from atwu_plugin.trainers.rmu import PluginRMU
 
-        assert set(m) <= set(inspect.signature(RMU.__init__).parameters)
+        assert set(m) <= set(inspect.signature(PluginRMU.__init__).parameters)
         return
     assert m.retain_loss.name == "nll" and "gamma" in m and "alpha" in m and "normalizer" in m
     assert "name" in m.forget_loss

@@ -249,7 +249,7 @@ def test_the_registries_hold_every_builtin():
 
     register_builtins()
     builtin = {
-        "trainers": {"ATWU", "RMU", "TokenWeightedUnlearn"},
+        "trainers": {"ATWU", "PluginRMU", "TokenWeightedUnlearn"},
         "weighters": {"atwu", "oracle", "reference", "retain_frequency", "retain_word_frequency", "same_token", "satimp", "token_unlearn",
                       "token_unlearn_hard", "token_unlearn_soft", "uniform", "wga"},
         "forget_losses": {"ga", "npo", "npo_token", "saturated_prob", "simnpo", "simnpo_token"},
@@ -335,7 +335,7 @@ def test_cli_unknown_trainer_without_openunlearning(tmp_path, capsys):
     code, err = run_cli(unlearn_cli.main, ["trainer=GradDiff", f"output_dir={tmp_path / 'out'}"], capsys)
     assert code == 2
     assert_one_error(err, "atwu-unlearn", "'trainer=GradDiff' needs OpenUnlearning: set OPEN_UNLEARNING_ROOT",
-                     "(without it, trainer= is one of this package's configs: ATWU, RMU, TW_GA,")
+                     "(without it, trainer= is one of this package's configs: ATWU, PluginRMU, TW_GA,")
     assert_nothing_written(tmp_path / "out")
 
 

@@ -34,7 +34,7 @@ def test_masked_mse_counts_only_masked_tokens_per_element():
 def _rmu(micro, tmp_path, **method_args):
     overrides = {"args.num_train_epochs": 1, "args.per_device_train_batch_size": 4, "args.learning_rate": 1e-2,
                  **{f"method_args.{k}": v for k, v in method_args.items()}}
-    cfg = load_trainer_config("RMU", overrides)
+    cfg = load_trainer_config("PluginRMU", overrides)
     return build_trainer(cfg, copy.deepcopy(micro["model"]), micro["tokenizer"], micro["forget"], micro["retain"],
                          str(tmp_path), 0)
 

@@ -8,12 +8,12 @@ from atwu_plugin.registry import TRAINERS
 def register_builtin_trainers() -> None:
     """Register this package's trainers (idempotent: the same class under its name)."""
     from atwu_plugin.trainers.atwu import ATWU
-    from atwu_plugin.trainers.rmu import RMU
+    from atwu_plugin.trainers.rmu import PluginRMU
     from atwu_plugin.trainers.token_weighted import TokenWeightedUnlearn
 
     TRAINERS.register("TokenWeightedUnlearn")(TokenWeightedUnlearn)
     TRAINERS.register("ATWU")(ATWU)
-    TRAINERS.register("RMU")(RMU)
+    TRAINERS.register("PluginRMU")(PluginRMU)
 
 
 def get_trainer_class(name: str):

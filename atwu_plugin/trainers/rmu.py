@@ -1,5 +1,6 @@
-"""``RMU``: Representation Misdirection for Unlearning (Li et al., 2024), the trainer name of
-configs/trainer/RMU.yaml.
+"""``PluginRMU``: Representation Misdirection for Unlearning (Li et al., 2024), the trainer name of
+configs/trainer/PluginRMU.yaml (OpenUnlearning has its own ``RMU``, which a plugin must not replace;
+this one is for every host, with the defaults below).
 
     loss = ||h_l(x_f) - c u||^2 + alpha * ||h_l(x_r) - h0_l(x_r)||^2     (losses/rmu.py)
 
@@ -31,7 +32,7 @@ def _layers(model):
     return layers
 
 
-class RMU(PluginUnlearnTrainer):
+class PluginRMU(PluginUnlearnTrainer):
     def __init__(self, *args, layer: Optional[int] = None, update_layers: int = 3,
                  steering_coeff: Optional[float] = None, steering_scale: float = 4.0, alpha: float = 1.0,
                  control_seed: int = 0, **kwargs):

@@ -162,7 +162,7 @@ def test_plugin_configs_compose_with_stock_tofu_experiment(ou_env, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     for name in names:
-        assert result[name]["handler"] in ("TokenWeightedUnlearn", "ATWU"), name
+        assert result[name]["handler"] in ("TokenWeightedUnlearn", "ATWU", "PluginRMU"), name
         assert result[name]["paths"] == ["/LOCAL"], (name, result[name]["paths"])
         assert result[name]["lr"] == 1e-5  # OU's tofu experiment's learning rate, not ours
     assert result["experiment=unlearn/tofu/atwu"]["handler"] == "ATWU"

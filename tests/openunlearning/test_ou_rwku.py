@@ -104,7 +104,7 @@ def test_rwku_real_unlearn_and_evaluate_in_openunlearning(ou):
     small = ["n_passages=8", "passage_tokens=32", "probes_per_level=2", "mia_per_target=2"]
     _run(ou, "train", ["--config-name=unlearn.yaml", "experiment=unlearn/rwku/real", "trainer=ATWU",
                        f"rwku_data_root={RWKU_ROOT}", f"model.path={entry.path}", "task_name=rwku_real_atwu",
-                       f"paths.output_dir={out}", "trainer.args.max_steps=2", "trainer.args.per_device_train_batch_size=4",
+                       f"paths.output_dir={out}", "+trainer.args.max_steps=2", "trainer.args.per_device_train_batch_size=4",
                        "trainer.args.do_eval=false", *small])
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and (out / "model.safetensors").is_file()
