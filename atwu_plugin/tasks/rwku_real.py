@@ -29,7 +29,6 @@ The target is picked from docs/results/rwku_known_targets.md (targets the model 
 neighbours it knows too); the data root comes from ``data_root`` or ``RWKU_DATA_ROOT``.
 """
 
-import os
 from typing import List, Optional, Sequence, Tuple
 
 from torch.utils.data import Dataset
@@ -38,7 +37,7 @@ from atwu_plugin.data.lm_items import lm_items
 from atwu_plugin.data.rwku import RWKUTarget, open_rwku
 from atwu_plugin.data.tofu_splits import evenly_spaced
 from atwu_plugin.tasks import BENCHMARKS
-from atwu_plugin.tasks.rwku_tiny import DATA_ROOT_ENV
+from atwu_plugin.tasks.rwku_tiny import rwku_data_root
 from atwu_plugin.tasks.tofu_real import RealTofuZoo
 from atwu_plugin.tasks.zoo_backed import ZooBackedBenchmark
 from atwu_plugin.zoo.real import REAL_MODELS, real_model
@@ -95,10 +94,7 @@ class RWKURealBenchmark(ZooBackedBenchmark):
                  trainer_args: Optional[dict] = None):
         if model not in REAL_MODELS:
             raise ValueError(f"benchmark rwku_real: model={model!r}; expected one of {sorted(REAL_MODELS)}")
-        data_root = data_root or os.environ.get(DATA_ROOT_ENV)
-        if not data_root:
-            raise ValueError(f"benchmark rwku_real: no data_root; pass benchmark.data_root=<RWKU directory> "
-                             f"or set {DATA_ROOT_ENV}")
+        data_root = rwku_data_root(data_root, "rwku_real")
         for name, value in (("n_forget", n_forget), ("n_retain", n_retain), ("max_tokens", max_tokens)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"benchmark rwku_real: {name}={value!r}; expected a positive integer")

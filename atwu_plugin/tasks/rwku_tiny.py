@@ -42,6 +42,15 @@ ZOOS = {
 RWKU_TINY_TRAINER_ARGS = {"learning_rate": 3.0e-4, "num_train_epochs": 5, "per_device_train_batch_size": 16}
 
 
+def rwku_data_root(data_root: Optional[str], benchmark: str) -> str:
+    """The RWKU data root of a benchmark: the ``data_root`` option, else ``$RWKU_DATA_ROOT``."""
+    data_root = data_root or os.environ.get(DATA_ROOT_ENV)
+    if not data_root:
+        raise ValueError(f"benchmark {benchmark}: no data_root; pass benchmark.data_root=<RWKU directory or "
+                         f"hub:jinzhuoran/RWKU> or set {DATA_ROOT_ENV}")
+    return data_root
+
+
 class TextItems(Dataset):
     """LM items (``input_ids``, ``labels`` = input_ids with the BOS position ignored,
     ``attention_mask``, ``index``) of texts cut to ``max_tokens`` tokens, as the model was taught."""
@@ -78,10 +87,7 @@ class RWKUTinyBenchmark(ZooBackedBenchmark):
     ):
         if zoo not in ZOOS:
             raise ValueError(f"benchmark rwku_tiny: zoo={zoo!r}; expected one of {sorted(ZOOS)}")
-        data_root = data_root or os.environ.get(DATA_ROOT_ENV)
-        if not data_root:
-            raise ValueError(f"benchmark rwku_tiny: no data_root; pass benchmark.data_root=<RWKU directory or "
-                             f"hub:jinzhuoran/RWKU> or set {DATA_ROOT_ENV}")
+        data_root = rwku_data_root(data_root, "rwku_tiny")
         unknown = [m for m in metrics if m not in ALL_TINY_METRICS]
         if unknown:
             raise ValueError(f"benchmark rwku_tiny: metrics={list(metrics)}; unknown {unknown}, expected a subset "
