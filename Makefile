@@ -129,7 +129,10 @@ rwku-known-targets: setup real-model
 # CI regression check of reported scores (also run by the test suite, with its mutation tests;
 # docs/regression.md). The output folder is removed first: a leaderboard reuses finished cells,
 # which would check yesterday's numbers instead of today's code.
+# ATWU_PORTABLE_NUMERICS=1: AVX2 kernels on every CPU, so the reference is exact on any x86-64
+# machine (atwu_plugin/utils/portable_numerics.py; the test suite sets it too).
 REGRESS_OUT := outputs/regression/quick
+regress regress-update: export ATWU_PORTABLE_NUMERICS := 1
 regress: setup
 	rm -rf $(REGRESS_OUT)
 	OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard tests/regression/quick.yaml --output-dir $(REGRESS_OUT) --jobs 2

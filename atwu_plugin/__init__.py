@@ -10,6 +10,11 @@ __version__ = "0.1.0"
 
 import os as _os
 
+from atwu_plugin.utils import portable_numerics as _portable_numerics
+
+if _portable_numerics.requested():  # before any module of the package imports torch
+    _portable_numerics.apply()
+
 if _os.environ.get("ATWU_QUIET_LIBRARIES") == "1":  # set by atwu-demo for its worker processes
     from atwu_plugin.utils.quiet import silence_library_noise as _silence
 

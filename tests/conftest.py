@@ -6,8 +6,14 @@ The tiny-model quality gates and the benchmark-discrimination checks use the rea
 
 import os
 
-import pytest
-import torch
+# The suite's numbers (zoo quality gates, the regression reference) must not depend on the CPU
+# model CI happens to get: portable AVX2 numerics, set by the package's __init__ before torch is
+# imported (atwu_plugin/utils/portable_numerics.py).
+os.environ["ATWU_PORTABLE_NUMERICS"] = "1"
+import atwu_plugin  # noqa: E402,F401  (before torch)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from atwu_plugin.data.generator import generate_benchmark
 from atwu_plugin.data.qa_dataset import QADataset

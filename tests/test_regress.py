@@ -252,7 +252,13 @@ def test_update_rewrites_reference_keeping_tolerances_with_provenance(files, tmp
 
     assert prov["torch"] == torch.__version__ and prov["transformers"] == transformers.__version__
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
-    assert run(capsys, "--reference", ref, "--results", moved)[0] == 0
+    assert prov["cpu_numerics"] == "portable-avx2"  # the suite runs with ATWU_PORTABLE_NUMERICS=1
+    code, out, _ = run(capsys, "--reference", ref, "--results", moved)
+    assert code == 0 and "CPU numerics" not in out
+    # a reference made with native kernels (an --update from before the field existed): said, not failed
+    native = {**new, "provenance": {k: v for k, v in prov.items() if k != "cpu_numerics"}}
+    code, out, _ = run(capsys, "--reference", write(tmp_path / "native.json", native), "--results", moved)
+    assert code == 0 and "CPU numerics: reference native, this check portable-avx2" in out
     # other cell configs than the reference's: said, not failed
     doc = results_doc(("GradDiff", "model_utility", -0.08))
     doc["runs"][0]["config"]["lr"] = 1

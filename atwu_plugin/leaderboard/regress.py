@@ -68,6 +68,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from atwu_plugin.leaderboard.results import ResultsError, load_results
 from atwu_plugin.leaderboard.stats import finite_values, method_order
+from atwu_plugin.utils import portable_numerics
 from atwu_plugin.utils.atomic import atomic_write_json
 from atwu_plugin.utils.jsonfile import read_json
 
@@ -321,7 +322,8 @@ def results_spec_hash(results: Union[str, Path, Mapping]) -> str:
 
 
 def environment() -> Dict[str, str]:
-    """Versions that can move the numbers: this package, torch, transformers, Python."""
+    """What can move the numbers: this package, torch, transformers, Python, and whether CPU kernels were
+    pinned to the portable AVX2 paths (else a reference is only exact on the CPU model that made it)."""
     import platform
     from importlib import metadata
 
@@ -332,6 +334,7 @@ def environment() -> Dict[str, str]:
         except metadata.PackageNotFoundError:
             out[dist.replace("-", "_")] = "not installed"
     out["python"] = platform.python_version()
+    out["cpu_numerics"] = portable_numerics.describe()
     return out
 
 
@@ -502,6 +505,12 @@ def compare(reference: Mapping[str, Any], results: Union[str, Path, Mapping], cl
     moved = [f"{k} {prov[k]} -> {env[k]}" for k in ("torch", "transformers") if prov.get(k) and prov[k] != env.get(k)]
     if moved:
         report.notes.append("reference made with other versions (" + ", ".join(moved) + "): float round-off may differ")
+    # references written by --update record their numerics (older ones, with versions only, were native)
+    ref_numerics = prov.get("cpu_numerics", "native" if prov.get("torch") else None)
+    if ref_numerics and ref_numerics != env["cpu_numerics"]:
+        report.notes.append(f"CPU numerics: reference {ref_numerics}, this check {env['cpu_numerics']}: float "
+                            f"round-off differs between CPU models unless both are portable-avx2 "
+                            f"({portable_numerics.SWITCH}=1 for the leaderboard run and the check)")
     return report
 
 

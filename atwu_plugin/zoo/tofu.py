@@ -25,6 +25,7 @@ import torch
 
 from atwu_plugin.data.lm_items import lm_items
 from atwu_plugin.data.tofu_splits import FORGET_SPLITS, TofuSplits, evenly_spaced
+from atwu_plugin.utils import portable_numerics
 from atwu_plugin.zoo.build import TinyLlamaSpec, default_cache_dir, qa_items, spec_from_dict
 from atwu_plugin.zoo.cache import cached_dir, run_in_spawned_processes
 from atwu_plugin.zoo.loading import load_causal_lm, load_tokenizer
@@ -46,7 +47,8 @@ class TofuZooSpec:
     length_grouped: bool = True  # batches of similar length: ~1.4x less padding on TOFU's answers
 
     def key(self, data_fingerprint: str) -> str:
-        blob = json.dumps({"tofu_zoo": TOFU_ZOO_VERSION, "data": data_fingerprint, **asdict(self)}, sort_keys=True)
+        blob = json.dumps({"tofu_zoo": TOFU_ZOO_VERSION, "data": data_fingerprint, **asdict(self),
+                           **portable_numerics.key_fields()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

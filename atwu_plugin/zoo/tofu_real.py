@@ -26,6 +26,7 @@ from typing import Dict, List, Optional
 import torch
 
 from atwu_plugin.data.tofu_splits import FORGET_SPLITS, HOLDOUT_OF, QA_PER_AUTHOR, TofuSplits
+from atwu_plugin.utils import portable_numerics
 from atwu_plugin.zoo.build import default_cache_dir, qa_items
 from atwu_plugin.zoo.cache import cached_dir, run_in_spawned_processes
 from atwu_plugin.zoo.loading import load_causal_lm, load_tokenizer
@@ -59,7 +60,7 @@ class TofuRealZooSpec:
 
     def key(self, data_fingerprint: str, gguf_sha256: str) -> str:
         blob = json.dumps({"tofu_real_zoo": TOFU_REAL_ZOO_VERSION, "data": data_fingerprint, "gguf": gguf_sha256,
-                           **asdict(self)}, sort_keys=True)
+                           **asdict(self), **portable_numerics.key_fields()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
