@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export ATWU_CACHE_DIR ?= $(CURDIR)/.cache/atwu
 
-.PHONY: setup demo demo-full test test-fast test-slow bench clean real-model bench-real results-embedded results-ablation regress results-rwku-tiny results-tofu-tiny tofu-tiny-zoo results-tofu-honest results-label-free tofu-real-zoo results-tofu-real results-tofu-real-setup rwku-known-targets results-rwku-real
+.PHONY: setup demo demo-full test test-fast test-slow bench clean real-model bench-real results-embedded results-ablation regress results-rwku-tiny results-tofu-tiny tofu-tiny-zoo results-tofu-honest results-label-free tofu-real-zoo results-tofu-real results-tofu-real-setup rwku-known-targets results-rwku-real results-rwku-real-targets
 
 setup: $(STAMP)
 
@@ -125,6 +125,18 @@ results-tofu-real-setup: setup real-model
 rwku-known-targets: setup real-model
 	OMP_NUM_THREADS=1 $(BIN)/python scripts/rwku_known_targets.py --data-dir $(RWKU_DATA_ROOT) --model smollm2-135m \
 		--out outputs/results/rwku_known_targets.json --page docs/results/rwku_known_targets.md
+
+# docs/results/rwku_real_targets.md: the per-target and mean tables of issue 21 (targets 109, 62, 111;
+# 7 methods, seed 0; the neighbour and adversarial-probe probability kept at matched forgetting)
+results-rwku-real-targets: setup real-model
+	mkdir -p outputs/results && date +%s > outputs/results/rwku_real_targets.started
+	RWKU_DATA_ROOT=$(RWKU_DATA_ROOT) OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/rwku_real_targets.yaml --output-dir outputs/results/rwku_real_targets --jobs 2
+	date +%s > outputs/results/rwku_real_targets.finished
+	$(BIN)/python scripts/results_doc.py outputs/results/rwku_real_targets docs/results/rwku_real_targets.md \
+		--title "RWKU on a real model (SmolLM2-135M-Instruct, GGUF Q4_1): three targets, per target and mean" \
+		--command "make results-rwku-real-targets" --notes docs/results/rwku_real_targets_notes.md \
+		--fraction-kept forget_prob --fraction-kept neighbor_prob --fraction-kept forget_aa_prob --fraction-kept mia_loss_auc \
+		--started-at $$(cat outputs/results/rwku_real_targets.started) --finished-at $$(cat outputs/results/rwku_real_targets.finished)
 
 # CI regression check of reported scores (also run by the test suite, with its mutation tests;
 # docs/regression.md). The output folder is removed first: a leaderboard reuses finished cells,

@@ -25,6 +25,9 @@ def main():
     p.add_argument("--notes", default=None, help="a hand-written Markdown file appended as 'Reading the table'")
     p.add_argument("--started-at", type=float, default=None,
                    help="Unix time the whole make target started (its wall-clock time goes on the page)")
+    p.add_argument("--fraction-kept", action="append", default=[], metavar="METRIC",
+                   help="(several benchmarks with matched:) a table of METRIC kept at each matched level, per "
+                        "benchmark and averaged over them (repeatable)")
     p.add_argument("--finished-at", type=float, default=None,
                    help="Unix time its runs finished (default: now); rewriting the page later keeps the same time")
     args = p.parse_args()
@@ -72,6 +75,18 @@ def main():
                 dest = page.with_name(f"{page.stem}{suffix}_{name}.png")
                 shutil.copyfile(png, dest)
                 lines += [f"![{alt}{label}]({dest.name})", ""]
+    if args.fraction_kept:
+        from atwu_plugin.leaderboard.matched_across import render_fraction_kept_markdown
+
+        benches = results.get("benchmarks") or [results]
+        levels = [*(benches[0].get("matched") or {}).get("levels", []), None]  # None: the end of each run
+        lines += ["## Across targets", "",
+                  "Each run's value where its forgetting measure first reaches the level, divided by the same "
+                  "run's step-0 value; per target the mean over seeds that got there; the mean over targets "
+                  "with the smallest and largest target (bold: at a matched level, the best among methods that "
+                  "reached every target; the end-of-run tables compare unequal amounts of forgetting).", ""]
+        for metric in args.fraction_kept:
+            lines.append(render_fraction_kept_markdown(benches, metric, levels))
     if args.notes:
         lines += ["## Reading the table", "", Path(args.notes).read_text().strip(), ""]
     page.write_text("\n".join(lines))

@@ -61,3 +61,19 @@ def test_started_at_puts_the_whole_commands_wall_clock_on_the_page(tmp_path, mon
     assert "to the end of its runs: **12.0 min**" in page.read_text()
     _run(monkeypatch, out, page, "--command", "make z")  # without it: no such line
     assert "Wall-clock" not in page.read_text()
+
+
+def test_fraction_kept_tables_across_benchmarks(tmp_path, monkeypatch):
+    out = _output_dir(tmp_path, ["t1", "t2"])
+    doc = json.loads((out / "results.json").read_text())
+    for b, keep in zip(doc["benchmarks"], (0.5, 0.9)):
+        b["matched"] = {"x": "x", "levels": [0.5], "metrics": ["y"]}
+        b["runs"][0]["trajectory"] = [{"step": 0, "x": 1.0, "y": 0.2}, {"step": 2, "x": 0.4, "y": 0.2 * keep}]
+    (out / "results.json").write_text(json.dumps(doc))
+    page = tmp_path / "across.md"
+    _run(monkeypatch, out, page, "--command", "make t", "--fraction-kept", "y")
+    text = page.read_text()
+    assert "## Across targets" in text
+    # at x = 0.5 (5/6 of the way to 0.4): y kept 1 - 5/6 * 0.5 = 0.583 and 1 - 5/6 * 0.1 = 0.917
+    assert "| A | 0.583 | 0.917 | **0.750 [0.583, 0.917]** | 2/2 |" in text
+    assert "at the end of the run" in text and "| A | 0.500 | 0.900 |" in text
