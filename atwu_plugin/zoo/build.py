@@ -11,8 +11,6 @@ temporary directory and renamed into place, so an interrupted build never leaves
 half-written cache entry and a rerun reuses a complete one.
 """
 
-import hashlib
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -25,8 +23,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from atwu_plugin.data.encoding import encode_qa
 from atwu_plugin.data.generator import GENERATOR_VERSION, generate_benchmark, load_split, write_benchmark
 from atwu_plugin.data.lm_items import lm_items
-from atwu_plugin.utils import portable_numerics
-from atwu_plugin.zoo.cache import cached_dir, run_in_spawned_processes
+from atwu_plugin.zoo.cache import cache_key, cached_dir, run_in_spawned_processes
 from atwu_plugin.zoo.loading import load_causal_lm, load_tokenizer
 from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS, train_tokenizer
 from atwu_plugin.zoo.train_lm import FitConfig, fit_lm
@@ -74,8 +71,7 @@ class ZooSpec:
     max_length: int = 128
 
     def key(self) -> str:
-        blob = json.dumps({"zoo": ZOO_VERSION, "generator": GENERATOR_VERSION, **asdict(self), **portable_numerics.key_fields()}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return cache_key({"zoo": ZOO_VERSION, "generator": GENERATOR_VERSION, **asdict(self)})
 
 
 # Small enough for unit tests that need trained models in well under a minute.

@@ -6,15 +6,25 @@ a rerun reuses a complete one. Concurrent builders of the same entry wait on a f
 """
 
 import glob
+import hashlib
 import json
 import multiprocessing
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Mapping, Tuple
 
 from filelock import FileLock
+
+from atwu_plugin.utils import portable_numerics
+
+
+def cache_key(fields: Mapping[str, Any]) -> str:
+    """12 hex digits naming the cache entry of a model built from ``fields`` (JSON-able). A model
+    trained with portable CPU numerics is another model than the native one: its own entry."""
+    blob = json.dumps({**fields, **portable_numerics.key_fields()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def cached_dir(root: Path, build_into: Callable[[Path], dict], marker: str = "manifest.json") -> dict:

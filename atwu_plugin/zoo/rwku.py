@@ -22,9 +22,8 @@ import torch
 from atwu_plugin.data.lm_items import lm_items
 from atwu_plugin.data.rwku import open_rwku
 from atwu_plugin.data.rwku_tiny import TinyCorpusSpec, kept_probes, neighbor_texts, probe_qa, target_texts
-from atwu_plugin.utils import portable_numerics
 from atwu_plugin.zoo.build import TinyLlamaSpec, default_cache_dir, qa_items
-from atwu_plugin.zoo.cache import cached_dir
+from atwu_plugin.zoo.cache import cache_key, cached_dir
 from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS, train_tokenizer
 from atwu_plugin.zoo.train_lm import FitConfig, fit_lm
 
@@ -90,8 +89,7 @@ def rwku_tiny_corpus(data, spec: RWKUTinySpec) -> Dict[str, list]:
 
 def spec_key(spec: RWKUTinySpec, corpus: Dict[str, list]) -> str:
     digest = hashlib.sha256(json.dumps(corpus, sort_keys=True).encode()).hexdigest()
-    blob = json.dumps({"rwku_zoo": RWKU_ZOO_VERSION, "corpus": digest, **asdict(spec), **portable_numerics.key_fields()}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return cache_key({"rwku_zoo": RWKU_ZOO_VERSION, "corpus": digest, **asdict(spec)})
 
 
 def _paths(root: Path, manifest: dict) -> RWKUZooPaths:

@@ -14,7 +14,6 @@ fine-tuned model, each built into a temporary directory and renamed into place
 their path. Missing fine-tunes run side by side, one single-threaded process each.
 """
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,9 +24,8 @@ import torch
 
 from atwu_plugin.data.lm_items import lm_items
 from atwu_plugin.data.tofu_splits import FORGET_SPLITS, TofuSplits, evenly_spaced
-from atwu_plugin.utils import portable_numerics
 from atwu_plugin.zoo.build import TinyLlamaSpec, default_cache_dir, qa_items, spec_from_dict
-from atwu_plugin.zoo.cache import cached_dir, run_in_spawned_processes
+from atwu_plugin.zoo.cache import cache_key, cached_dir, run_in_spawned_processes
 from atwu_plugin.zoo.loading import load_causal_lm, load_tokenizer
 from atwu_plugin.zoo.tokenizer import TINY_TEMPLATE_ARGS, train_tokenizer
 from atwu_plugin.zoo.train_lm import FitConfig, fit_lm
@@ -47,9 +45,7 @@ class TofuZooSpec:
     length_grouped: bool = True  # batches of similar length: ~1.4x less padding on TOFU's answers
 
     def key(self, data_fingerprint: str) -> str:
-        blob = json.dumps({"tofu_zoo": TOFU_ZOO_VERSION, "data": data_fingerprint, **asdict(self),
-                           **portable_numerics.key_fields()}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return cache_key({"tofu_zoo": TOFU_ZOO_VERSION, "data": data_fingerprint, **asdict(self)})
 
 
 # Tests: every 20th author (10 authors, 200 QA), a 2-layer model, a few epochs (~30 s cold).

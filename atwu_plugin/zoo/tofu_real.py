@@ -16,7 +16,6 @@ Cache: ``<cache>/tofu-real-<key>/{target,retain}``, each built into a temporary 
 renamed into place; the key hashes the spec, the GGUF file's hash and the TOFU files' content.
 """
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,9 +25,8 @@ from typing import Dict, List, Optional
 import torch
 
 from atwu_plugin.data.tofu_splits import FORGET_SPLITS, HOLDOUT_OF, QA_PER_AUTHOR, TofuSplits
-from atwu_plugin.utils import portable_numerics
 from atwu_plugin.zoo.build import default_cache_dir, qa_items
-from atwu_plugin.zoo.cache import cached_dir, run_in_spawned_processes
+from atwu_plugin.zoo.cache import cache_key, cached_dir, run_in_spawned_processes
 from atwu_plugin.zoo.loading import load_causal_lm, load_tokenizer
 from atwu_plugin.zoo.real import real_model
 from atwu_plugin.zoo.train_lm import FitConfig, fit_lm
@@ -59,9 +57,8 @@ class TofuRealZooSpec:
                 raise ValueError(f"tofu_real zoo: {name}={value!r}; expected a positive integer")
 
     def key(self, data_fingerprint: str, gguf_sha256: str) -> str:
-        blob = json.dumps({"tofu_real_zoo": TOFU_REAL_ZOO_VERSION, "data": data_fingerprint, "gguf": gguf_sha256,
-                           **asdict(self), **portable_numerics.key_fields()}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return cache_key({"tofu_real_zoo": TOFU_REAL_ZOO_VERSION, "data": data_fingerprint, "gguf": gguf_sha256,
+                          **asdict(self)})
 
 
 # The zoos ``tofu_real`` knows by name (``benchmark.zoo=<name>``).
