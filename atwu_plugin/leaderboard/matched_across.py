@@ -10,10 +10,9 @@ shown: a method that reaches the level on fewer targets is not comparable on the
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from atwu_plugin.leaderboard.matched import direction, run_values_at
+from atwu_plugin.leaderboard.matched import _finite, direction, run_values_at
 
 __all__ = ["fraction_kept", "render_fraction_kept_markdown"]
 
@@ -23,12 +22,11 @@ Cell = Optional[float]
 def _step0(run: Mapping[str, Any], metric: str) -> Optional[float]:
     traj = run.get("trajectory") or []
     v = traj[0].get(metric) if traj else None
-    return v if isinstance(v, (int, float)) and math.isfinite(v) and v != 0 else None
+    return v if _finite(v) and v != 0 else None
 
 
 def _last(run: Mapping[str, Any], metric: str) -> Optional[float]:
-    vals = [p.get(metric) for p in run.get("trajectory") or []]
-    vals = [v for v in vals if isinstance(v, (int, float)) and math.isfinite(v)]
+    vals = [p[metric] for p in run.get("trajectory") or [] if _finite(p.get(metric))]
     return vals[-1] if len(vals) >= 2 else None
 
 
