@@ -126,18 +126,6 @@ rwku-known-targets: setup real-model
 	OMP_NUM_THREADS=1 $(BIN)/python scripts/rwku_known_targets.py --data-dir $(RWKU_DATA_ROOT) --model smollm2-135m \
 		--out outputs/results/rwku_known_targets.json --page docs/results/rwku_known_targets.md
 
-# docs/results/rwku_real_targets.md: the per-target and mean tables of issue 21 (targets 109, 62, 111;
-# 7 methods, seed 0; the neighbour and adversarial-probe probability kept at matched forgetting)
-results-rwku-real-targets: setup real-model
-	mkdir -p outputs/results && date +%s > outputs/results/rwku_real_targets.started
-	RWKU_DATA_ROOT=$(RWKU_DATA_ROOT) OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/rwku_real_targets.yaml --output-dir outputs/results/rwku_real_targets --jobs 2
-	date +%s > outputs/results/rwku_real_targets.finished
-	$(BIN)/python scripts/results_doc.py outputs/results/rwku_real_targets docs/results/rwku_real_targets.md \
-		--title "RWKU on a real model (SmolLM2-135M-Instruct, GGUF Q4_1): three targets, per target and mean" \
-		--command "make results-rwku-real-targets" --notes docs/results/rwku_real_targets_notes.md \
-		--fraction-kept forget_prob --fraction-kept neighbor_prob --fraction-kept forget_aa_prob --fraction-kept mia_loss_auc \
-		--started-at $$(cat outputs/results/rwku_real_targets.started) --finished-at $$(cat outputs/results/rwku_real_targets.finished)
-
 # CI regression check of reported scores (also run by the test suite, with its mutation tests;
 # docs/regression.md). The output folder is removed first: a leaderboard reuses finished cells,
 # which would check yesterday's numbers instead of today's code.
@@ -187,11 +175,20 @@ results-label-free: setup
 # (Ulysses S. Grant) by 10 methods (+ the untouched start) x 2 seeds at matched forgetting, ~73 min on
 # 2 cores; the model is the converted SmolLM2 entry (make real-model), no zoo build. The calibration on the development target:
 # atwu_plugin/configs/leaderboards/rwku_real_calibration.yaml (run by hand, see its header).
-results-rwku-real: setup real-model
-	mkdir -p outputs/results && date +%s > outputs/results/rwku_real.started
-	RWKU_DATA_ROOT=$(RWKU_DATA_ROOT) OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/rwku_real.yaml --output-dir outputs/results/rwku_real --jobs 2
-	date +%s > outputs/results/rwku_real.finished
-	$(BIN)/python scripts/results_doc.py outputs/results/rwku_real docs/results/rwku_real.md \
-		--title "RWKU on a real model (SmolLM2-135M-Instruct, GGUF Q4_1): unlearning what it knows of Ulysses S. Grant, 2 seeds" \
-		--command "make results-rwku-real" --notes docs/results/rwku_real_notes.md \
-		--started-at $$(cat outputs/results/rwku_real.started) --finished-at $$(cat outputs/results/rwku_real.finished)
+results-rwku-real: PAGE := rwku_real
+results-rwku-real: PAGE_TITLE := RWKU on a real model (SmolLM2-135M-Instruct, GGUF Q4_1): unlearning what it knows of Ulysses S. Grant, 2 seeds
+# docs/results/rwku_real_targets.md: the per-target and mean tables of issue 21 (targets 109, 62, 111;
+# 7 methods, seed 0; the neighbour and adversarial-probe probability kept at matched forgetting)
+results-rwku-real-targets: PAGE := rwku_real_targets
+results-rwku-real-targets: PAGE_TITLE := RWKU on a real model (SmolLM2-135M-Instruct, GGUF Q4_1): three targets, per target and mean
+results-rwku-real-targets: PAGE_ARGS := --fraction-kept forget_prob --fraction-kept neighbor_prob --fraction-kept forget_aa_prob --fraction-kept mia_loss_auc
+# spec configs/leaderboards/$(PAGE).yaml -> docs/results/$(PAGE).md with its notes and the run's own wall clock
+# (--finished-at: a page rewritten later keeps it)
+results-rwku-real results-rwku-real-targets: setup real-model
+	mkdir -p outputs/results && date +%s > outputs/results/$(PAGE).started
+	RWKU_DATA_ROOT=$(RWKU_DATA_ROOT) OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/$(PAGE).yaml --output-dir outputs/results/$(PAGE) --jobs 2
+	date +%s > outputs/results/$(PAGE).finished
+	$(BIN)/python scripts/results_doc.py outputs/results/$(PAGE) docs/results/$(PAGE).md \
+		--title "$(PAGE_TITLE)" \
+		--command "make $@" --notes docs/results/$(PAGE)_notes.md $(PAGE_ARGS) \
+		--started-at $$(cat outputs/results/$(PAGE).started) --finished-at $$(cat outputs/results/$(PAGE).finished)
