@@ -21,6 +21,22 @@ Example::
       - model_utility                           # known metrics need no direction
       - {name: my_metric, direction: lower, label: "My metric"}
 
+A method may carry a ``grid`` (a hyperparameter sweep): one method per point of the product
+of the listed values, named ``<name>+<key>_<value>`` (``<key>``: the last part of the dotted
+key, ``learning_rate`` shortened to ``lr``), each with ``family: <name>`` and its ``point``::
+
+      - name: NPO
+        trainer: TW_NPO
+        grid: {args.learning_rate: [2.5e-4, 5.0e-4], method_args.forget_loss.beta: [0.1, 0.5]}
+        # -> NPO+lr_0.00025+beta_0.1, NPO+lr_0.00025+beta_0.5, NPO+lr_0.0005+beta_0.1, ...
+
+Optional ``selection`` (how a sweep's trials are compared, fixed before the runs; see
+``atwu_plugin.leaderboard.tuning``)::
+
+    selection:
+      metric: kl_to_retain          # a matched metric; its direction decides best
+      levels: [0.5, 0.75]           # the first level that some trial of the family reaches
+
 Optional ``matched`` (comparison at matched forgetting; see :class:`MatchedSpec` and
 ``atwu_plugin.leaderboard.matched``)::
 
@@ -48,6 +64,7 @@ config (and its hash) however they are written.
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 import math
 import re
@@ -89,9 +106,11 @@ DIRECTIONS = ("higher", "lower")
 HOSTS = ("lite", "openunlearning")
 DEFAULT_HOST = "lite"
 
-TOP_KEYS = ("name", "output_dir", "benchmarks", "methods", "seeds", "metrics", "host", "description", "matched")
+TOP_KEYS = ("name", "output_dir", "benchmarks", "methods", "seeds", "metrics", "host", "description", "matched",
+            "selection")
+SELECTION_KEYS = ("metric", "levels")
 MATCHED_KEYS = ("x", "levels", "points", "metrics")
-METHOD_KEYS = ("name", "trainer", "overrides", "description")
+METHOD_KEYS = ("name", "trainer", "overrides", "description", "grid")
 METRIC_KEYS = ("name", "direction", "label")
 
 # names become path components and table labels
@@ -120,6 +139,17 @@ class MethodSpec:
     trainer: str
     overrides: Dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    family: str = ""  # the grid entry this trial came from ("" when not from a grid)
+    point: Dict[str, Any] = field(default_factory=dict)  # its grid values {dotted.key: value}
+
+
+@dataclass(frozen=True)
+class SelectionSpec:
+    """How the trials of a sweep are compared: ``metric`` at the first of ``levels`` (matched
+    forgetting) that at least one trial of the family reaches."""
+
+    metric: str
+    levels: Tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -170,6 +200,7 @@ class LeaderboardSpec:
     description: str = ""
     source: str = "<spec>"
     matched: Optional[MatchedSpec] = None
+    selection: Optional[SelectionSpec] = None
 
     def with_output_dir(self, output_dir) -> "LeaderboardSpec":
         from dataclasses import replace
@@ -265,6 +296,7 @@ def parse_spec(data: Any, source: str = "<spec>", base_dir=None) -> LeaderboardS
     seeds = _parse_seeds(data.get("seeds"), err)
     metrics = _parse_metrics(data.get("metrics"), err)
     matched = _parse_matched(data.get("matched"), err) if "matched" in data else None
+    selection = _parse_selection(data.get("selection"), matched, err) if "selection" in data else None
     if host == "openunlearning":  # OU cells' options (experiments, launcher): checked now, not mid-grid
         errors.extend(_openunlearning_option_errors(benchmarks, source))
 
@@ -281,6 +313,7 @@ def parse_spec(data: Any, source: str = "<spec>", base_dir=None) -> LeaderboardS
         description=description,
         source=source,
         matched=matched,
+        selection=selection,
     )
 
 
@@ -353,8 +386,66 @@ def _parse_methods(raw: Any, err) -> List[MethodSpec]:
         err("methods", raw, "a non-empty list of {name, trainer, overrides}")
         return []
     seen: Dict[str, int] = {}  # method name -> index of its first entry
-    parsed = (_parse_method(i, m, seen, err) for i, m in enumerate(raw))
-    return [m for m in parsed if m is not None]
+    methods: List[MethodSpec] = []
+    for i, m in enumerate(raw):
+        parsed = _parse_method(i, m, seen, err)
+        if parsed is None:
+            continue
+        trials = _expand_grid(i, parsed, m.get("grid"), err) if "grid" in m else [parsed]
+        for t in trials:
+            if t.name in seen and seen[t.name] != i:
+                err(f"methods[{i}].grid", t.name, f"a unique method name (also methods[{seen[t.name]}])")
+            seen.setdefault(t.name, i)
+        methods.extend(trials)
+    return methods
+
+
+def _grid_label(key: str) -> str:
+    last = key.lstrip("+~").split(".")[-1]
+    return "lr" if last == "learning_rate" else last
+
+
+def _expand_grid(i: int, method: MethodSpec, grid: Any, err) -> List[MethodSpec]:
+    """One MethodSpec per point of ``grid``'s product (first key slowest)."""
+    where = f"methods[{i}].grid"
+    if not isinstance(grid, Mapping) or not grid:
+        err(where, grid, "a non-empty mapping {dotted.key: [values]}")
+        return []
+    labels: Dict[str, str] = {}
+    ok = True
+    for k, values in grid.items():
+        if not isinstance(k, str) or not _OVERRIDE_KEY_RE.match(k):
+            err(where, k, "dotted keys like args.learning_rate")
+            ok = False
+            continue
+        if k in method.overrides:
+            err(f"{where}.{k}", k, "a key that is not also in overrides")
+            ok = False
+        if not isinstance(values, list) or not values or not all(
+                _json_ok(v) and isinstance(v, (str, int, float, bool)) for v in values):
+            err(f"{where}.{k}", values, "a non-empty list of scalars")
+            ok = False
+        label = _grid_label(k)
+        if label in labels.values():
+            err(f"{where}.{k}", k, f"keys whose last parts differ (also {label!r})")
+            ok = False
+        labels[k] = label
+    if not ok:
+        return []
+    trials = []
+    for values in itertools.product(*grid.values()):
+        point = dict(zip(grid.keys(), values))
+        name = method.name + "".join(f"+{labels[k]}_{_grid_value(v)}" for k, v in point.items())
+        if not _NAME_RE.match(name):
+            err(where, name, "values that make a valid method name (letters, digits, '.', '_', '+', '-')")
+            return []
+        trials.append(MethodSpec(name, method.trainer, {**method.overrides, **point}, method.description,
+                                 family=method.name, point=point))
+    return trials
+
+
+def _grid_value(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def _parse_method(i: int, m: Any, seen: Dict[str, int], err) -> Optional[MethodSpec]:
@@ -479,6 +570,27 @@ def _openunlearning_option_errors(benchmarks: List[BenchmarkSpec], source: str) 
     return errors
 
 
+def _parse_selection(raw: Any, matched: Optional[MatchedSpec], err) -> Optional[SelectionSpec]:
+    if not isinstance(raw, Mapping):
+        err("selection", raw, "a mapping with keys metric, levels")
+        return None
+    for key in raw:
+        if key not in SELECTION_KEYS:
+            err(f"selection: unknown key {key!r}", raw[key], f"one of {', '.join(SELECTION_KEYS)}")
+    if matched is None:
+        err("selection", raw, "a spec with a matched section (trials are compared at matched forgetting)")
+        return None
+    metric, levels = raw.get("metric"), raw.get("levels")
+    ok = True
+    if metric not in matched.metrics:
+        err("selection.metric", metric, f"one of matched.metrics ({', '.join(matched.metrics)})")
+        ok = False
+    if not isinstance(levels, list) or not levels or any(lv not in matched.levels for lv in levels):
+        err("selection.levels", levels, f"a non-empty list of matched.levels ({list(matched.levels)})")
+        ok = False
+    return SelectionSpec(metric, tuple(levels)) if ok else None
+
+
 def _parse_matched(raw: Any, err) -> Optional[MatchedSpec]:
     if not isinstance(raw, Mapping):
         err("matched", raw, f"a mapping with keys {', '.join(MATCHED_KEYS)} (all optional)")
@@ -554,9 +666,12 @@ def to_jsonable(spec: LeaderboardSpec) -> Dict[str, Any]:
         "name": spec.name,
         "host": spec.host,
         "benchmarks": [{"name": b.name, **b.options} for b in spec.benchmarks],
-        "methods": [{"name": m.name, "trainer": m.trainer, "overrides": m.overrides} for m in spec.methods],
+        "methods": [{"name": m.name, "trainer": m.trainer, "overrides": m.overrides,
+                     **({"family": m.family, "point": m.point} if m.family else {})} for m in spec.methods],
         "seeds": list(spec.seeds),
         "metrics": [{"name": m.name, "direction": m.direction, **({"label": m.label} if m.label else {})}
                     for m in spec.metrics],
         **({"matched": spec.matched.to_json()} if spec.matched else {}),
+        **({"selection": {"metric": spec.selection.metric, "levels": list(spec.selection.levels)}}
+           if spec.selection else {}),
     }))
