@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export ATWU_CACHE_DIR ?= $(CURDIR)/.cache/atwu
 
-.PHONY: setup demo demo-full test test-fast test-slow bench clean real-model bench-real results-embedded results-ablation regress results-rwku-tiny results-tofu-tiny tofu-tiny-zoo results-tofu-honest results-label-free tofu-real-zoo results-tofu-real results-tofu-real-setup rwku-known-targets results-rwku-real results-rwku-real-targets
+.PHONY: setup demo demo-full test test-fast test-slow bench clean real-model bench-real results-embedded results-ablation regress results-rwku-tiny results-tofu-tiny tofu-tiny-zoo results-tofu-honest results-label-free tofu-real-zoo results-tofu-real results-tofu-real-setup rwku-known-targets results-rwku-real results-rwku-real-targets results-tuning results-heldout
 
 setup: $(STAMP)
 
@@ -171,17 +171,39 @@ results-label-free: setup
 		--title "Word-level retain counts vs ATWU at matched forgetting (embedded benchmark, forget10, 3 seeds)" \
 		--command "make results-label-free" --notes docs/results/label_free_matched_notes.md
 
+# The fair comparison (issue 22). docs/results/tuning_dev.md: every method's equal tuning budget (6 trials,
+# seed 0) on the development benchmark (embedded, forget10; ~50 min on 2 cores) and the trial its spec's
+# rule selects, written to configs/leaderboards/tuned_methods.yaml with the lr as the same multiple of
+# the test benchmarks' shared 3e-4 (0.6 x the development 5e-4). docs/results/heldout_tofu.md: those
+# frozen settings on the test benchmarks (TOFU-tiny forget10 + forget05, 3 seeds, ~45 min on 2 cores).
+results-tuning: setup
+	OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/tuning_dev.yaml --output-dir outputs/results/tuning_dev --jobs 2
+	$(BIN)/python scripts/tuning_doc.py atwu_plugin/configs/leaderboards/tuning_dev.yaml outputs/results/tuning_dev \
+		docs/results/tuning_dev.md --command "make results-tuning" --notes docs/results/tuning_dev_notes.md \
+		--title "Equal-budget tuning of every method on the development benchmark (embedded, forget10)" \
+		--methods-yaml atwu_plugin/configs/leaderboards/tuned_methods.yaml --lr-scale 0.6
+results-heldout: setup
+	TOFU_DATA=$(TOFU_DATA) OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/heldout_tofu.yaml --output-dir outputs/results/heldout_tofu --jobs 2
+	$(BIN)/python scripts/results_doc.py outputs/results/heldout_tofu docs/results/heldout_tofu.md \
+		--title "Held-out test: tuned methods on TOFU-tiny (forget10, forget05), 3 seeds, at matched forgetting" \
+		--command "make results-heldout" --notes docs/results/heldout_tofu_notes.md \
+		--paired kl_to_retain@0.5 --paired kl_to_retain@0.75 --paired forget_generic_prob@0.5 \
+		--paired holdout_kl_to_retain@0.5 --paired retain_prob@0.5 --paired span_auroc --paired span_ap
+
 # RWKU on the real model (issue 21, docs/results/rwku_real.md): single-target unlearning of target 109
 # (Ulysses S. Grant) by 10 methods (+ the untouched start) x 2 seeds at matched forgetting, ~73 min on
 # 2 cores; the model is the converted SmolLM2 entry (make real-model), no zoo build. The calibration on the development target:
 # atwu_plugin/configs/leaderboards/rwku_real_calibration.yaml (run by hand, see its header).
 results-rwku-real: PAGE := rwku_real
 results-rwku-real: PAGE_TITLE := RWKU on a real model (SmolLM2-135M-Instruct, GGUF Q4_1): unlearning what it knows of Ulysses S. Grant, 2 seeds
+results-rwku-real: PAGE_ARGS := --paired neighbor_prob@0.75 --paired neighbor_prob@0.5 --paired forget_aa_prob@0.75 \
+	--paired mia_loss_auc@0.75 --paired neighbor_prob
 # docs/results/rwku_real_targets.md: the per-target and mean tables of issue 21 (targets 109, 62, 111;
 # 7 methods, seed 0; the neighbour and adversarial-probe probability kept at matched forgetting)
 results-rwku-real-targets: PAGE := rwku_real_targets
 results-rwku-real-targets: PAGE_TITLE := RWKU on a real model (SmolLM2-135M-Instruct, GGUF Q4_1): three targets, per target and mean
-results-rwku-real-targets: PAGE_ARGS := --fraction-kept forget_prob --fraction-kept neighbor_prob --fraction-kept forget_aa_prob --fraction-kept mia_loss_auc
+results-rwku-real-targets: PAGE_ARGS := --fraction-kept forget_prob --fraction-kept neighbor_prob --fraction-kept forget_aa_prob --fraction-kept mia_loss_auc \
+	--paired neighbor_prob@0.75 --paired forget_aa_prob@0.75 --paired mia_loss_auc@0.75 --paired neighbor_prob
 # spec configs/leaderboards/$(PAGE).yaml -> docs/results/$(PAGE).md with its notes and the run's own wall clock
 # (--finished-at: a page rewritten later keeps it)
 results-rwku-real results-rwku-real-targets: setup real-model

@@ -28,6 +28,9 @@ def main():
     p.add_argument("--fraction-kept", action="append", default=[], metavar="METRIC",
                    help="(several benchmarks with matched:) a table of METRIC kept at each matched level, per "
                         "benchmark and averaged over them (repeatable)")
+    p.add_argument("--paired", action="append", default=[], metavar="METRIC[@LEVEL]",
+                   help="ATWU minus the strongest label-free baseline on METRIC, at matched LEVEL or (no @) at the "
+                        "end of the run, with a 95 %% interval, per benchmark (repeatable)")
     p.add_argument("--finished-at", type=float, default=None,
                    help="Unix time its runs finished (default: now); rewriting the page later keeps the same time")
     args = p.parse_args()
@@ -87,6 +90,16 @@ def main():
                   "reached every target; the end-of-run tables compare unequal amounts of forgetting).", ""]
         for metric in args.fraction_kept:
             lines.append(render_fraction_kept_markdown(benches, metric, levels))
+    if args.paired:
+        from atwu_plugin.leaderboard.paired import render_paired_markdown
+
+        targets = [(m, float(lv)) if lv else (m, None) for m, _, lv in (t.partition("@") for t in args.paired)]
+        resolved = out / "spec.resolved.json"  # the spec's metric directions (metrics the package does not know)
+        directions = ({m["name"]: m["direction"] for m in json.loads(resolved.read_text()).get("metrics", [])}
+                      if resolved.exists() else {})
+        lines += ["## ATWU vs the strongest label-free baseline", ""]
+        for bench in results.get("benchmarks") or [results]:
+            lines.append(render_paired_markdown(bench, targets, directions))
     if args.notes:
         lines += ["## Reading the table", "", Path(args.notes).read_text().strip(), ""]
     page.write_text("\n".join(lines))

@@ -77,3 +77,19 @@ def test_fraction_kept_tables_across_benchmarks(tmp_path, monkeypatch):
     # at x = 0.5 (5/6 of the way to 0.4): y kept 1 - 5/6 * 0.5 = 0.583 and 1 - 5/6 * 0.1 = 0.917
     assert "| A | 0.583 | 0.917 | **0.750 [0.583, 0.917]** | 2/2 |" in text
     assert "at the end of the run" in text and "| A | 0.500 | 0.900 |" in text
+
+
+def test_paired_section_names_the_strongest_baseline(tmp_path, monkeypatch):
+    out = _output_dir(tmp_path, ["b"])
+    doc = json.loads((out / "results.json").read_text())
+    trainers = {"ATWU": "ATWU", "RF": "TW_RetainFrequency", "NPO": "TW_NPO"}
+    doc["benchmarks"][0]["runs"] = [
+        {"method": m, "seed": s, "config": {"method": {"trainer": t}}, "wall_s": 1.0,
+         "metrics": {"span_auroc": {"ATWU": 0.90, "RF": 0.95, "NPO": None}[m] + (0.001 * s if m != "NPO" else 0)}}
+        for m, t in trainers.items() for s in (0, 1, 2) if not (m == "NPO")]
+    (out / "results.json").write_text(json.dumps(doc))
+    page = tmp_path / "paired.md"
+    _run(monkeypatch, out, page, "--command", "make p", "--paired", "span_auroc")
+    text = page.read_text()
+    assert "## ATWU vs the strongest label-free baseline" in text
+    assert "| span_auroc ↑ | end of run | RF | 0.9510 | 0.9010 | -0.0500 [-0.0500, -0.0500] | t over seeds | yes |" in text

@@ -500,3 +500,23 @@ def test_retain_logits_are_computed_once_and_give_the_same_kl(tok, model, retain
     for key in ("kl_to_retain", "holdout_kl_to_retain"):
         assert first[key] > 0
         assert first[key] == second[key] == pytest.approx(reference[key], rel=1e-6), key
+
+
+def test_per_sample_rows_recompose_every_pooled_metric(tok, model, retain_model):
+    """``samples`` (what a bootstrap over samples resamples) holds one (sum, n) per sample whose
+    pooled ratio is exactly the reported metric; the trajectory keeps them."""
+    from atwu_plugin.evals.trajectory import EvaluatorTrajectory
+
+    ev = _evaluator(tok, retain_model=retain_model, splits={"forget": FORGET, "retain": RETAIN, "holdout": HOLDOUT})
+    res = ev.evaluate(model, generate=False, utility_terms=False)
+    samples = res["samples"]
+    assert set(samples) == {"forget_prob", "retain_prob", "holdout_prob", "forget_specific_prob",
+                            "forget_generic_prob", "kl_to_retain", "holdout_kl_to_retain"}
+    for metric, rows in samples.items():
+        n_samples = {"retain": len(RETAIN), "holdout": len(HOLDOUT)}.get(metric.split("_")[0], len(FORGET))
+        assert len(rows["sum"]) == len(rows["n"]) == n_samples, metric
+        assert sum(rows["sum"]) / sum(rows["n"]) == pytest.approx(res[metric], rel=1e-5), metric
+    assert min(samples["kl_to_retain"]["n"]) > 0 and sum(samples["forget_specific_prob"]["n"]) > 0
+    traj = EvaluatorTrajectory(ev, points=1)
+    traj.measure(model, 0)
+    assert traj.trajectory[0]["samples"] == samples

@@ -517,9 +517,33 @@ class TofuEvaluator:
             res["kl_to_retain"] = _py(kl["kl_to_retain"])
             res["kl_to_retain_specific"] = _py(kl["kl_to_retain_specific"])
             res["kl_to_retain_generic"] = _py(kl["kl_to_retain_generic"])
+        res["samples"] = _samples(details, token_acc, kl_acc, holdout_kl_acc)
         res["ou"] = ou
         res["details"] = details
         return res
+
+
+def _rows(sums, ns=None) -> Dict[str, list]:
+    sums = [float(f"{float(v):.6g}") for v in sums]
+    return {"sum": sums, "n": [int(n) for n in ns] if ns is not None else [1] * len(sums)}
+
+
+def _samples(details, token_acc, kl_acc, holdout_kl_acc) -> Dict[str, Dict[str, list]]:
+    """Per-sample sums and token counts of the probability metrics, ``{metric: {"sum", "n"}}``:
+    each pooled metric is ``sum(sum) / sum(n)``, so a bootstrap over samples can recompute it
+    (leaderboard/paired.py). Answer-probability metrics are means over samples (``n`` = 1)."""
+    out = {}
+    for split, metric in (("forget", "forget_prob"), ("retain", "retain_prob"), ("holdout", "holdout_prob")):
+        if split in details:
+            out[metric] = _rows(details[split]["prob"])
+    if any(token_acc.counts.values()):
+        for k, rows in token_acc.per_sample().items():
+            out[f"forget_{k}"] = _rows(rows["sum"], rows["n"])
+    for metric, acc in (("kl_to_retain", kl_acc), ("holdout_kl_to_retain", holdout_kl_acc)):
+        if acc is not None and acc.count:
+            rows = acc.per_sample()
+            out[metric] = _rows(rows["sum"], rows["n"])
+    return out
 
 
 def reference_stats_from_ou_logs(logs: Mapping[str, Any]) -> Dict[str, Any]:

@@ -56,6 +56,8 @@ class TokenKindProbAccumulator:
     def __init__(self):
         self.sums = {name: 0.0 for name in self.KINDS}
         self.counts = {name: 0 for name in self.KINDS}
+        # per sample (batch rows in order): {kind: ([sum of prob], [n tokens])}, for bootstraps over samples
+        self.rows = {name: ([], []) for name in self.KINDS}
 
     @torch.no_grad()
     def update(self, logp: torch.Tensor, token_kind: torch.Tensor) -> None:
@@ -67,6 +69,8 @@ class TokenKindProbAccumulator:
             sel = kind == k
             self.sums[name] += float(prob[sel].sum())
             self.counts[name] += int(sel.sum())
+            self.rows[name][0].extend((prob * sel).sum(dim=1).tolist())
+            self.rows[name][1].extend(sel.sum(dim=1).tolist())
 
     def _mean(self, *names: str) -> Optional[float]:
         n = sum(self.counts[x] for x in names)
@@ -88,6 +92,15 @@ class TokenKindProbAccumulator:
             "n_ignore": self.counts["ignore"],
         }
 
+    def per_sample(self) -> Dict[str, Dict[str, list]]:
+        """``{"specific_prob"|"generic_prob": {"sum": [...], "n": [...]}}``, one entry per sample:
+        the pooled means of :meth:`result` are ``sum(sum) / sum(n)`` of these."""
+        def rows(*names):
+            sums = [sum(v) for v in zip(*(self.rows[x][0] for x in names))]
+            ns = [int(sum(v)) for v in zip(*(self.rows[x][1] for x in names))]
+            return {"sum": sums, "n": ns}
+        return {"specific_prob": rows("specific"), "generic_prob": rows("template", "shared")}
+
 
 class KLAccumulator:
     """Streams the mean of ``kl_per_token`` over answer tokens; with ``token_kind`` also the
@@ -97,6 +110,7 @@ class KLAccumulator:
         self.total = 0.0
         self.count = 0
         self.by_kind = {"specific": [0.0, 0], "generic": [0.0, 0]}
+        self.rows: tuple = ([], [])  # per sample: ([sum of KL over its answer tokens], [n tokens])
 
     @torch.no_grad()
     def update(
@@ -111,6 +125,8 @@ class KLAccumulator:
         mask = answer_mask(labels)
         self.total += float(kl[mask].sum())
         self.count += int(mask.sum())
+        self.rows[0].extend((kl * mask).sum(dim=1).tolist())
+        self.rows[1].extend(mask.sum(dim=1).tolist())
         if token_kind is not None:
             kind = token_kind.to(kl.device)
             for name, sel in (
@@ -121,6 +137,10 @@ class KLAccumulator:
                 self.by_kind[name][0] += float(kl[sel].sum())
                 self.by_kind[name][1] += int(sel.sum())
         return kl
+
+    def per_sample(self) -> Dict[str, list]:
+        """``{"sum": [...], "n": [...]}`` per sample; ``kl_to_retain`` = sum(sum) / sum(n)."""
+        return {"sum": list(self.rows[0]), "n": [int(n) for n in self.rows[1]]}
 
     def result(self) -> Dict[str, Optional[float]]:
         out = {"kl_to_retain": self.total / self.count if self.count else None, "n_tokens": self.count}

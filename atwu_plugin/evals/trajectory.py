@@ -71,8 +71,11 @@ class EvaluatorTrajectory(TrainerCallback):
         self._append(step, res)
 
     def _append(self, step: int, res: dict) -> None:
-        self.trajectory.append({"step": step, **{k: v for k, v in res.items()
-                                                 if k not in ("ou", "details") and (v is None or isinstance(v, float))}})
+        point = {"step": step, **{k: v for k, v in res.items()
+                                  if k not in ("ou", "details") and (v is None or isinstance(v, float))}}
+        if res.get("samples"):  # per-sample sums/counts: intervals over samples (leaderboard/paired.py)
+            point["samples"] = res["samples"]
+        self.trajectory.append(point)
 
     def add_final(self, step: int, metrics: dict) -> None:
         """The host's full evaluation of the final model as the last point (when

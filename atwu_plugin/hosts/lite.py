@@ -187,6 +187,7 @@ def run_lite(args) -> int:
                                      f"pass benchmark.max_length={max_pos} or less")
                 metrics = bench.evaluator(tokenizer).evaluate(model)
                 metrics.pop("details", None)
+                metrics.pop("samples", None)
                 run = {"metrics": metrics, "model": cfg["model_path"] or bench.model_name}
                 method = "eval"
     except TrainingInterrupted as stop:

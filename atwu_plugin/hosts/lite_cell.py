@@ -87,6 +87,7 @@ def run_lite_cell(bench, trainer: str, overrides: dict, seed: int, out_dir: str,
     metrics.pop("details", None)
     if trajectory is not None:
         trajectory.add_final(trainer_obj.state.global_step, metrics)
+    metrics.pop("samples", None)  # per-sample rows belong to the trajectory points, not the final metrics
     ou = metrics.pop("ou", {})
     metrics.update(span_metrics(trainer_obj))  # span_* of every label source (None when not collected)
     metrics["train_s"] = round(train_s, 2)

@@ -37,6 +37,10 @@ Optional ``selection`` (how a sweep's trials are compared, fixed before the runs
       metric: kl_to_retain          # a matched metric; its direction decides best
       levels: [0.5, 0.75]           # the first level that some trial of the family reaches
 
+Optional ``methods_from: FILE.yaml`` (relative to the spec): methods read from a YAML file with a
+``methods:`` list (e.g. the hyperparameters a sweep selected, written by scripts/tuning_doc.py),
+placed before the spec's own ``methods``.
+
 Optional ``matched`` (comparison at matched forgetting; see :class:`MatchedSpec` and
 ``atwu_plugin.leaderboard.matched``)::
 
@@ -107,7 +111,7 @@ HOSTS = ("lite", "openunlearning")
 DEFAULT_HOST = "lite"
 
 TOP_KEYS = ("name", "output_dir", "benchmarks", "methods", "seeds", "metrics", "host", "description", "matched",
-            "selection")
+            "selection", "methods_from")
 SELECTION_KEYS = ("metric", "levels")
 MATCHED_KEYS = ("x", "levels", "points", "metrics")
 METHOD_KEYS = ("name", "trainer", "overrides", "description", "grid")
@@ -292,7 +296,10 @@ def parse_spec(data: Any, source: str = "<spec>", base_dir=None) -> LeaderboardS
     host = _parse_host(data.get("host", DEFAULT_HOST), err)
     description = _parse_description(data.get("description", ""), err)
     benchmarks = _parse_benchmarks(data.get("benchmarks"), err)
-    methods = _parse_methods(data.get("methods"), err)
+    raw_methods = data.get("methods")
+    if "methods_from" in data:
+        raw_methods = _methods_from(data["methods_from"], base_dir, err) + list(raw_methods or [])
+    methods = _parse_methods(raw_methods, err)
     seeds = _parse_seeds(data.get("seeds"), err)
     metrics = _parse_metrics(data.get("metrics"), err)
     matched = _parse_matched(data.get("matched"), err) if "matched" in data else None
@@ -398,6 +405,26 @@ def _parse_methods(raw: Any, err) -> List[MethodSpec]:
             seen.setdefault(t.name, i)
         methods.extend(trials)
     return methods
+
+
+def _methods_from(ref: Any, base_dir, err) -> List[Any]:
+    if not isinstance(ref, str) or not ref.strip():
+        err("methods_from", ref, "a path to a YAML file with a methods: list")
+        return []
+    path = Path(base_dir or ".") / ref
+    try:
+        loaded = yaml.load(decode_text(path.read_bytes(), str(path), "a YAML file with a methods: list"),
+                           Loader=_Loader)
+    except OSError as e:
+        err("methods_from", ref, f"a readable file ({e.strerror}: {path})")
+        return []
+    except (yaml.YAMLError, ValueError) as e:
+        err("methods_from", ref, f"valid UTF-8 YAML ({str(e).splitlines()[0]})")
+        return []
+    if not isinstance(loaded, Mapping) or not isinstance(loaded.get("methods"), list):
+        err("methods_from", ref, f"a mapping with a methods: list in {path}")
+        return []
+    return list(loaded["methods"])
 
 
 def _grid_label(key: str) -> str:
