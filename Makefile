@@ -151,11 +151,13 @@ regress-spread: setup
 	for v in seeds mutated avx2 threads2; do OMP_NUM_THREADS=1 $(BIN)/python tests/regression/measure_spread.py run $$v || exit 1; done
 	$(BIN)/python tests/regression/measure_spread.py summarize
 
-# docs/results/atwu_ablation.md: ATWU design choices, one at a time (~10 min on 2 cores)
+# docs/results/atwu_ablation.md: ATWU design choices, one at a time, 3 seeds (57 cells, ~25 min on 2 cores)
 results-ablation: setup
 	$(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/atwu_ablation.yaml --output-dir outputs/results/atwu_ablation --jobs 2
 	$(BIN)/python scripts/results_doc.py outputs/results/atwu_ablation docs/results/atwu_ablation.md \
-		--title "ATWU ablation (embedded benchmark, forget10)" --command "make results-ablation" --notes docs/results/atwu_ablation_notes.md
+		--title "ATWU ablation (embedded benchmark, forget10, the development benchmark), 3 seeds" --command "make results-ablation" \
+		--notes docs/results/atwu_ablation_notes.md --versus default --paired span_auroc --paired forget_specific_prob \
+		--paired forget_generic_prob --paired kl_to_retain --paired model_utility
 
 # docs/results/label_free.md (issue 22): span AUROC/AP of the label-free weightings and ATWU over the
 # first epoch of unlearning (13 steps), embedded benchmark (the development benchmark), 3 seeds (18 cells,

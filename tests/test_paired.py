@@ -87,3 +87,16 @@ def test_unknown_metrics_need_a_direction():
     assert strongest_baseline(b, "neighbor_prob", directions={"neighbor_prob": "lower"}) is not None
     page = render_paired_markdown(b, [("neighbor_prob", None)], {"neighbor_prob": "higher"})
     assert "| neighbor_prob ↑ | end of run | RF | 0.5000 | 0.4000 |" in page
+
+
+def test_versus_table_gives_every_method_minus_the_reference():
+    from atwu_plugin.leaderboard.paired import render_versus_markdown
+
+    b = bench({"ATWU": 1.0, "RF": 1.5, "NPO": 1.0}, samples=False)
+    page = render_versus_markdown(b, "ATWU", [("kl_to_retain", 0.5), ("span_auroc", None)])
+    rf = next(line for line in page.splitlines() if line.startswith("| RF |"))
+    npo = next(line for line in page.splitlines() if line.startswith("| NPO |"))
+    assert rf.count("**") == 4  # both RF columns differ significantly (kl higher, span AUROC lower)
+    assert npo.endswith("| – |")  # NPO has no span AUROC
+    assert "| Method | kl_to_retain ↓ at 0.5× `forget_prob` | span_auroc ↑ |" in page
+    assert render_versus_markdown(b, "missing", [("kl_to_retain", 0.5)]) == ""

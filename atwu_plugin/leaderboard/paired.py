@@ -27,7 +27,7 @@ from atwu_plugin.evals.trajectory import value_at
 from atwu_plugin.leaderboard.headline import method_roles
 from atwu_plugin.leaderboard.matched import _finite, direction, run_values_at
 
-__all__ = ["Paired", "paired_difference", "strongest_baseline", "render_paired_markdown"]
+__all__ = ["Paired", "paired_difference", "strongest_baseline", "render_paired_markdown", "render_versus_markdown"]
 
 # which split a per-sample metric is measured on (resampled together); the rest: the forget split
 SPLIT_OF = {"retain_prob": "retain", "holdout_prob": "holdout", "holdout_kl_to_retain": "holdout"}
@@ -222,5 +222,33 @@ def render_paired_markdown(bench: Mapping[str, Any], targets: Sequence[Tuple[str
         sig = {True: "yes", False: "no", None: "–"}[p.significant]
         out.append(f"| {metric}{arrow} | {where} | {best[0]} | {best[1]:.4f} | "
                    f"{'' if atwu_mean is None else f'{atwu_mean:.4f}'} | {_f(p.diff)} {ivl} | {how} | {sig} |")
+    out.append("")
+    return "\n".join(out)
+
+
+def render_versus_markdown(bench: Mapping[str, Any], reference: str, targets: Sequence[Tuple[str, Optional[float]]],
+                           directions: Optional[Mapping[str, str]] = None) -> str:
+    """Every other method minus ``reference`` (e.g. an ablation's default), paired as in
+    :func:`paired_difference`: one row per method, one column per ``(metric, level)``."""
+    methods = [m for m in dict.fromkeys(r["method"] for r in bench.get("runs", [])) if m != reference]
+    if not methods or not _runs_by_seed(bench, reference):
+        return ""
+    x = (bench.get("matched") or {}).get("x")
+    heads = [f"{m}{ {'higher': ' ↑', 'lower': ' ↓'}[_direction(m, directions)] }"
+             + (f" at {lv:g}× `{x}`" if lv is not None else "") for m, lv in targets]
+    out = [f"**Each row minus `{reference}` — {bench['benchmark']}**", "",
+           "Paired by seed (and by sample where the runs logged per-sample values): mean difference [95 % interval]; "
+           "**bold** = the interval excludes 0.", "",
+           "| Method | " + " | ".join(heads) + " |", "|:---|" + "---:|" * len(targets)]
+    for method in methods:
+        cells = []
+        for metric, level in targets:
+            p = paired_difference(bench, method, reference, metric, level)
+            if p is None:
+                cells.append("–")
+                continue
+            text = _f(p.diff) + (f" [{_f(p.lo)}, {_f(p.hi)}]" if p.lo is not None else "")
+            cells.append(f"**{text}**" if p.significant else text)
+        out.append(f"| {method} | " + " | ".join(cells) + " |")
     out.append("")
     return "\n".join(out)
