@@ -183,12 +183,16 @@ def test_sigint_saves_checkpoint_and_resume_matches_uninterrupted(micro, tmp_pat
     stopper = StopOnInterrupt()
     trainer.add_callback(stopper)
     trainer.add_callback(_SigintAt(2))
+    # what was there before (Python's default handler, or SIG_IGN in a job started in the
+    # background by a shell without job control, as `cmd &` in a script is)
+    before = signal.getsignal(signal.SIGINT)
     with stopper.sigint(), pytest.raises(TrainingInterrupted) as stop:
+        assert signal.getsignal(signal.SIGINT) is not before  # the stopper's handler is installed
         trainer.train()
     assert (stop.value.step, stop.value.max_steps) == (2, 4)
     assert stop.value.checkpoint == str(out / "checkpoint-2")
     assert (out / "checkpoint-2" / COMPLETE_MARKER).exists()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is before  # handler restored
 
     ckpt = resolve_resume_checkpoint(None, str(out))  # what a rerun picks up
     assert ckpt == str(out / "checkpoint-2")
