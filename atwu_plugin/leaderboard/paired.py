@@ -7,12 +7,13 @@ ATWU row) with the best mean over the seeds both methods share.
 
 The difference is paired by seed (same seed = same data order) and, when the runs' trajectory
 points carry per-sample rows (``samples``, written by the TOFU evaluator), by sample: a
-hierarchical bootstrap resamples the seeds, then the samples of each split (the same draw for
-both methods), recomputes every pooled metric of every point from the rows, re-finds each
-run's crossing of the level and takes the mean difference over the drawn seeds; the interval
-is its 2.5 and 97.5 percentiles. Without rows (end-of-run metrics, older cells) it falls back to
-a t-interval over the paired seeds. A replicate where some drawn run no longer reaches the level
-is dropped; the count is reported.
+hierarchical bootstrap resamples the seeds, then the samples of the metric's split (one draw
+shared by both methods: the same questions), recomputes the pooled metric from the rows at the
+two trajectory points around each run's crossing of the level, interpolates with the crossing's
+weight (where the run reached the level is held at its full-data value: the interval is for
+the metric at matched forgetting, not for where the crossing lies) and takes the mean difference
+over the drawn seeds; the interval is its 2.5 and 97.5 percentiles. Without rows (end-of-run
+metrics, older cells, evaluators that log none) it is a t-interval over the paired seeds.
 """
 
 from __future__ import annotations
@@ -23,14 +24,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from atwu_plugin.evals.trajectory import value_at
 from atwu_plugin.leaderboard.headline import method_roles
 from atwu_plugin.leaderboard.matched import _finite, direction, run_values_at
 
 __all__ = ["Paired", "paired_difference", "strongest_baseline", "render_paired_markdown", "render_versus_markdown"]
-
-# which split a per-sample metric is measured on (resampled together); the rest: the forget split
-SPLIT_OF = {"retain_prob": "retain", "holdout_prob": "holdout", "holdout_kl_to_retain": "holdout"}
 
 
 @dataclass
@@ -44,7 +41,6 @@ class Paired:
     lo: Optional[float]
     hi: Optional[float]
     how: str  # "bootstrap over seeds and samples" | "t over seeds" | "one seed: no interval"
-    dropped: int = 0  # bootstrap replicates dropped (a drawn run did not reach the level)
     replicates: int = 0
 
     @property
@@ -102,31 +98,38 @@ def _t_interval(diffs: List[float]) -> Tuple[Optional[float], Optional[float]]:
     return mean - half, mean + half
 
 
-def _sample_arrays(run: Mapping[str, Any], keys: Sequence[str]):
-    """``(steps, {key: (sums [P, N], counts [P, N])})`` from every trajectory point, or None when
-    a point lacks the rows of a key."""
-    traj = run.get("trajectory") or []
-    out = {}
-    for k in keys:
-        rows = [(p.get("samples") or {}).get(k) for p in traj]
-        if not rows or any(r is None for r in rows) or len({len(r["sum"]) for r in rows}) != 1:
-            return None
-        out[k] = (np.array([r["sum"] for r in rows], dtype=float), np.array([r["n"] for r in rows], dtype=float))
-    return out
-
-
-def _resampled_value(arrays, x: str, metric: str, level: float, weights: Dict[str, np.ndarray]) -> Optional[float]:
-    pts = []
-    for key in (x, metric):
-        s, n = arrays[key]
-        w = weights[SPLIT_OF.get(key, "forget")]
-        num, den = s @ w, n @ w
-        pts.append(np.where(den > 0, num / np.where(den > 0, den, 1), np.nan))
-    xs, ys = pts
-    points = [{"x": float(a), "y": float(b)} for a, b in zip(xs, ys) if math.isfinite(a) and math.isfinite(b)]
-    if len(points) < 2 or points[0]["x"] == 0:
+def _crossing(run: Mapping[str, Any], x: str, level: float) -> Optional[Tuple[int, int, float]]:
+    """Where ``run``'s trajectory first reaches ``level`` times its step-0 ``x``: the two points
+    (indices into the trajectory) and the interpolation weight of the second, as in
+    :func:`atwu_plugin.evals.trajectory.value_at`; None if it never gets there."""
+    pts = [(i, p[x]) for i, p in enumerate(run.get("trajectory") or []) if _finite(p.get(x))]
+    if len(pts) < 2 or not pts[0][1]:
         return None
-    return value_at(points, "x", level * points[0]["x"], "y")
+    target = level * pts[0][1]
+    for (i0, x0), (i1, x1) in zip(pts, pts[1:]):
+        if min(x0, x1) <= target <= max(x0, x1):
+            return (i0, i1, 1.0 if x1 == x0 else (target - x0) / (x1 - x0))
+    return None
+
+
+def _sample_rows(run: Mapping[str, Any], metric: str, crossing: Tuple[int, int, float]):
+    """``(sums [2, N], counts [2, N], weight)`` of ``metric`` at the crossing's two points, or
+    None when either point lacks per-sample rows."""
+    i0, i1, a = crossing
+    traj = run["trajectory"]
+    rows = [(traj[i].get("samples") or {}).get(metric) for i in (i0, i1)]
+    if any(r is None for r in rows) or len(rows[0]["sum"]) != len(rows[1]["sum"]):
+        return None
+    return (np.array([r["sum"] for r in rows], dtype=float), np.array([r["n"] for r in rows], dtype=float), a)
+
+
+def _resampled_value(rows, w: np.ndarray) -> Optional[float]:
+    sums, counts, a = rows
+    num, den = sums @ w, counts @ w
+    if not (den > 0).all():
+        return None
+    v = num / den
+    return float(v[0] + a * (v[1] - v[0]))
 
 
 def paired_difference(bench: Mapping[str, Any], a: str, b: str, metric: str, level: Optional[float] = None,
@@ -141,43 +144,32 @@ def paired_difference(bench: Mapping[str, Any], a: str, b: str, metric: str, lev
         return None
     diffs = [_value(ra[s], metric, level, x) - _value(rb[s], metric, level, x) for s in seeds]
     diff = float(np.mean(diffs))
-    arrays = None
+    rows = None
     if level is not None:
-        arrays = {(m, s): _sample_arrays(run, (x, metric)) for m, runs in (("a", ra), ("b", rb))
-                  for s, run in runs.items() if s in seeds}
-        if any(v is None for v in arrays.values()):
-            arrays = None
-    if arrays is None:
+        rows = {(m, s): _sample_rows(run, metric, _crossing(run, x, level))
+                for m, runs in (("a", ra), ("b", rb)) for s, run in runs.items() if s in seeds}
+        if any(v is None for v in rows.values()):
+            rows = None
+    if rows is None:
         lo, hi = _t_interval(diffs)
         how = "t over seeds" if lo is not None else "one seed: no interval"
         return Paired(a, b, metric, level, len(seeds), diff, lo, hi, how)
-    sizes = {}
-    for arr in arrays.values():
-        for key, (s, _) in arr.items():
-            sizes[SPLIT_OF.get(key, "forget")] = s.shape[1]
+    n = next(iter(rows.values()))[0].shape[1]
+    if any(r[0].shape[1] != n for r in rows.values()):
+        raise ValueError(f"{bench.get('benchmark')}: {metric}: runs logged different numbers of samples")
     rng = np.random.default_rng(seed)
-    stats, dropped = [], 0
+    stats = []
     for _ in range(replicates):
         drawn = rng.choice(seeds, size=len(seeds), replace=True)
-        weights = {split: np.bincount(rng.integers(0, n, n), minlength=n).astype(float) for split, n in sizes.items()}
-        ds = []
-        for s in drawn:
-            va = _resampled_value(arrays[("a", s)], x, metric, level, weights)
-            vb = _resampled_value(arrays[("b", s)], x, metric, level, weights)
-            if va is None or vb is None:
-                break
-            ds.append(va - vb)
-        if len(ds) < len(drawn):
-            dropped += 1
-            continue
-        stats.append(float(np.mean(ds)))
-    if len(stats) < 0.5 * replicates:  # the level is reached too rarely under resampling to say anything
-        lo, hi = _t_interval(diffs)
-        return Paired(a, b, metric, level, len(seeds), diff, lo, hi,
-                      "t over seeds" if lo is not None else "one seed: no interval", dropped, replicates)
+        w = np.bincount(rng.integers(0, n, n), minlength=n).astype(float)  # the same samples for a and b
+        ds = [(_resampled_value(rows[("a", s)], w), _resampled_value(rows[("b", s)], w)) for s in drawn]
+        if all(va is not None and vb is not None for va, vb in ds):  # None: a draw without any token of a kind
+            stats.append(float(np.mean([va - vb for va, vb in ds])))
+    if len(stats) < 0.9 * replicates:
+        raise ValueError(f"{bench.get('benchmark')}: {metric}: {replicates - len(stats)} of {replicates} resamples "
+                         "had no token of the metric's kind; too few tokens for a bootstrap over samples")
     lo, hi = (float(v) for v in np.percentile(stats, [2.5, 97.5]))
-    return Paired(a, b, metric, level, len(seeds), diff, lo, hi, "bootstrap over seeds and samples",
-                  dropped, replicates)
+    return Paired(a, b, metric, level, len(seeds), diff, lo, hi, "bootstrap over seeds and samples", replicates)
 
 
 def _atwu_method(bench: Mapping[str, Any]) -> Optional[str]:
@@ -218,7 +210,7 @@ def render_paired_markdown(bench: Mapping[str, Any], targets: Sequence[Tuple[str
         atwu_vals = [v for v in (_value(r, metric, level, x) for r in _runs_by_seed(bench, atwu).values())
                      if v is not None]
         atwu_mean = float(np.mean(atwu_vals)) if atwu_vals else None
-        how = p.how + (f", {p.dropped}/{p.replicates} replicates dropped" if p.dropped else "")
+        how = p.how
         sig = {True: "yes", False: "no", None: "–"}[p.significant]
         out.append(f"| {metric}{arrow} | {where} | {best[0]} | {best[1]:.4f} | "
                    f"{'' if atwu_mean is None else f'{atwu_mean:.4f}'} | {_f(p.diff)} {ivl} | {how} | {sig} |")
