@@ -189,7 +189,7 @@ results-heldout: setup
 	$(BIN)/python scripts/results_doc.py outputs/results/heldout_tofu docs/results/heldout_tofu.md \
 		--title "Held-out test: tuned methods on TOFU-tiny (forget10, forget05), 3 seeds, at matched forgetting" \
 		--command "make results-heldout" --notes docs/results/heldout_tofu_notes.md \
-		--paired kl_to_retain@0.5 --paired kl_to_retain@0.75 --paired forget_generic_prob@0.5 \
+		--paired kl_to_retain@0.5 --paired kl_to_retain@0.75 --paired forget_generic_prob@0.5 --paired forget_generic_prob@0.75 \
 		--paired holdout_kl_to_retain@0.5 --paired retain_prob@0.5 --paired span_auroc --paired span_ap
 
 # RWKU on the real model (issue 21, docs/results/rwku_real.md): single-target unlearning of target 109
