@@ -37,6 +37,8 @@ def main():
                    help="Unix time its runs finished (default: now); rewriting the page later keeps the same time")
     args = p.parse_args()
     out, page = Path(args.output_dir), Path(args.page)
+    if not (out / "results.json").exists():
+        p.error(f"{out / 'results.json'}: not found; run the leaderboard into {out} first (atwu-leaderboard SPEC --output-dir {out})")
     results = json.loads((out / "results.json").read_text())
     runs = results.get("runs") or [r for b in results.get("benchmarks", []) for r in b["runs"]]
     seeds = sorted({r["seed"] for r in runs})
