@@ -1,7 +1,7 @@
 """Forgetting trajectories: cheap token metrics logged every few steps, for comparisons of
 methods at *matched forgetting* (interpolate each run's curve at the same x)."""
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -96,16 +96,22 @@ class EvaluatorTrajectory(TrainerCallback):
             self.measure(model, state.global_step)
 
 
-def value_at(points: List[Dict[str, float]], x_key: str, x: float, y_key: str) -> Optional[float]:
-    """Linear interpolation of ``y_key`` where the (decreasing-in-time) curve ``x_key`` first
-    reaches ``x``; None if the run never gets there."""
-    xs = np.array([p[x_key] for p in points], dtype=float)
-    ys = np.array([p[y_key] for p in points], dtype=float)
+def crossing(xs, x: float) -> Optional[Tuple[int, int, float]]:
+    """Where the (decreasing-in-time) curve ``xs`` first reaches ``x``: the indices of the two
+    points around it and the interpolation weight of the second; None if it never gets there."""
     for i in range(1, len(xs)):
         lo, hi = min(xs[i - 1], xs[i]), max(xs[i - 1], xs[i])
         if lo <= x <= hi:
-            if hi == lo:
-                return float(ys[i])
-            a = (x - xs[i - 1]) / (xs[i] - xs[i - 1])
-            return float(ys[i - 1] + a * (ys[i] - ys[i - 1]))
+            return (i - 1, i, 1.0 if hi == lo else float((x - xs[i - 1]) / (xs[i] - xs[i - 1])))
     return None
+
+
+def value_at(points: List[Dict[str, float]], x_key: str, x: float, y_key: str) -> Optional[float]:
+    """Linear interpolation of ``y_key`` where the (decreasing-in-time) curve ``x_key`` first
+    reaches ``x``; None if the run never gets there."""
+    at = crossing(np.array([p[x_key] for p in points], dtype=float), x)
+    if at is None:
+        return None
+    i0, i1, a = at
+    ys = np.array([p[y_key] for p in points], dtype=float)
+    return float(ys[i0] + a * (ys[i1] - ys[i0]))

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from atwu_plugin.evals.trajectory import crossing
 from atwu_plugin.leaderboard.headline import method_roles
 from atwu_plugin.leaderboard.matched import _finite, direction, run_values_at
 
@@ -99,17 +100,14 @@ def _t_interval(diffs: List[float]) -> Tuple[Optional[float], Optional[float]]:
 
 
 def _crossing(run: Mapping[str, Any], x: str, level: float) -> Optional[Tuple[int, int, float]]:
-    """Where ``run``'s trajectory first reaches ``level`` times its step-0 ``x``: the two points
-    (indices into the trajectory) and the interpolation weight of the second, as in
-    :func:`atwu_plugin.evals.trajectory.value_at`; None if it never gets there."""
+    """Where ``run``'s trajectory first reaches ``level`` times its step-0 ``x`` (as
+    :func:`atwu_plugin.evals.trajectory.value_at` reads it): the two trajectory indices around it
+    and the interpolation weight of the second; None if it never gets there."""
     pts = [(i, p[x]) for i, p in enumerate(run.get("trajectory") or []) if _finite(p.get(x))]
     if len(pts) < 2 or not pts[0][1]:
         return None
-    target = level * pts[0][1]
-    for (i0, x0), (i1, x1) in zip(pts, pts[1:]):
-        if min(x0, x1) <= target <= max(x0, x1):
-            return (i0, i1, 1.0 if x1 == x0 else (target - x0) / (x1 - x0))
-    return None
+    at = crossing([v for _, v in pts], level * pts[0][1])
+    return None if at is None else (pts[at[0]][0], pts[at[1]][0], at[2])
 
 
 def _sample_rows(run: Mapping[str, Any], metric: str, crossing: Tuple[int, int, float]):
@@ -138,11 +136,11 @@ def paired_difference(bench: Mapping[str, Any], a: str, b: str, metric: str, lev
     None when no seed has a value for both."""
     x = (bench.get("matched") or {}).get("x")
     ra, rb = _runs_by_seed(bench, a), _runs_by_seed(bench, b)
-    seeds = sorted(s for s in set(ra) & set(rb)
-                   if _value(ra[s], metric, level, x) is not None and _value(rb[s], metric, level, x) is not None)
+    values = {s: (_value(ra[s], metric, level, x), _value(rb[s], metric, level, x)) for s in set(ra) & set(rb)}
+    seeds = sorted(s for s, (va, vb) in values.items() if va is not None and vb is not None)
     if not seeds:
         return None
-    diffs = [_value(ra[s], metric, level, x) - _value(rb[s], metric, level, x) for s in seeds]
+    diffs = [values[s][0] - values[s][1] for s in seeds]
     diff = float(np.mean(diffs))
     rows = None
     if level is not None:
@@ -210,10 +208,9 @@ def render_paired_markdown(bench: Mapping[str, Any], targets: Sequence[Tuple[str
         atwu_vals = [v for v in (_value(r, metric, level, x) for r in _runs_by_seed(bench, atwu).values())
                      if v is not None]
         atwu_mean = float(np.mean(atwu_vals)) if atwu_vals else None
-        how = p.how
         sig = {True: "yes", False: "no", None: "–"}[p.significant]
         out.append(f"| {metric}{arrow} | {where} | {best[0]} | {best[1]:.4f} | "
-                   f"{'' if atwu_mean is None else f'{atwu_mean:.4f}'} | {_f(p.diff)} {ivl} | {how} | {sig} |")
+                   f"{'' if atwu_mean is None else f'{atwu_mean:.4f}'} | {_f(p.diff)} {ivl} | {p.how} | {sig} |")
     out.append("")
     return "\n".join(out)
 
