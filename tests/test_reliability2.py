@@ -628,3 +628,23 @@ def test_eval_max_length_beyond_model_positions(tmp_path, capsys):
     assert code == 2
     one_error(err, "atwu-eval", f"benchmark.max_length=128 is more than the 64 positions of model {model_dir} "
               "(config.max_position_embeddings); pass benchmark.max_length=64 or less")
+
+
+def test_exit_code_waits_for_the_code_another_thread_is_reaping():
+    # The pool's manager thread reaps a dead worker with a blocking waitpid; a join in our thread
+    # can return while the code is not yet stored (ECHILD reads as "still running"). The code
+    # arrives a moment later and must be the one reported, not "exit status unknown".
+    import threading
+
+    from atwu_plugin.leaderboard.runner import _describe_exit, _exit_code
+
+    class ReapedElsewhere:
+        exitcode = None
+
+        def join(self, timeout=None):
+            pass
+
+    proc = ReapedElsewhere()
+    threading.Timer(0.2, lambda: setattr(proc, "exitcode", -9)).start()
+    assert _describe_exit(_exit_code(proc)) == "killed by SIGKILL"
+    assert _exit_code(None) is None

@@ -561,6 +561,20 @@ def _describe_exit(code: Optional[int]) -> str:
     return f"exit code {code}"
 
 
+def _exit_code(proc, timeout: float = 5.0) -> Optional[int]:
+    """The dead worker's exit code. The pool's manager thread may be reaping the same process
+    at this moment; its blocking waitpid then wins and ours gets ECHILD, which multiprocessing
+    reports as "still running" (None) until that thread stores the code. So wait for the code,
+    not only for the process."""
+    if proc is None:
+        return None
+    deadline = time.monotonic() + timeout
+    proc.join(timeout=timeout)
+    while proc.exitcode is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return proc.exitcode
+
+
 def _run_parallel(todo: List[CellSpec], run_cell: Callable, jobs: int, bar: "_Progress", finish, outcome) -> None:
     """``jobs`` worker slots, each a one-process pool reused from cell to cell. A worker that
     dies (SIGKILL, the OOM killer) breaks only its own slot's pool: exactly its cell fails
@@ -596,9 +610,7 @@ def _run_parallel(todo: List[CellSpec], run_cell: Callable, jobs: int, bar: "_Pr
                 try:
                     result, error, tb, wall_s = fut.result()
                 except BrokenProcessPool:
-                    if proc is not None:
-                        proc.join(timeout=5)
-                    how = _describe_exit(getattr(proc, "exitcode", None))
+                    how = _describe_exit(_exit_code(proc))
                     error = WorkerDied(f"the worker process running this cell died ({how}); "
                                        "rerun to retry the cell")
                     result, tb, wall_s = None, "", 0.0
