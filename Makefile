@@ -167,11 +167,14 @@ results-label-free: setup
 	OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/label_free.yaml --output-dir outputs/results/label_free --jobs 2
 	$(BIN)/python scripts/results_doc.py outputs/results/label_free docs/results/label_free.md \
 		--title "Label-free token weightings vs ATWU at the start of unlearning (embedded benchmark, forget10, first epoch)" \
-		--command "make results-label-free" --notes docs/results/label_free_notes.md
+		--command "make results-label-free" --notes docs/results/label_free_notes.md \
+		--paired span_auroc --paired span_ap --paired span_precision_at_k
 	OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/label_free_matched.yaml --output-dir outputs/results/label_free_matched --jobs 2
 	$(BIN)/python scripts/results_doc.py outputs/results/label_free_matched docs/results/label_free_matched.md \
 		--title "Word-level retain counts vs ATWU at matched forgetting (embedded benchmark, forget10, 3 seeds)" \
-		--command "make results-label-free" --notes docs/results/label_free_matched_notes.md
+		--command "make results-label-free" --notes docs/results/label_free_matched_notes.md \
+		--paired kl_to_retain@0.5 --paired kl_to_retain@0.25 --paired forget_generic_prob@0.5 \
+		--paired forget_generic_prob@0.25 --paired span_auroc
 
 # The fair comparison (issue 22). docs/results/tuning_dev.md: every method's equal tuning budget (6 trials,
 # seed 0) on the development benchmark (embedded, forget10; 60 cells, 72 cell-minutes, 37 min on 2 cores) and the trial its spec's

@@ -99,6 +99,30 @@ def run_lite_cell(bench, trainer: str, overrides: dict, seed: int, out_dir: str,
         result["trajectory"] = trajectory.trajectory
     return result
 
+# ``method_args.aux_model_path`` keywords the lite host resolves against the benchmark: its base
+# model (never saw the benchmark's data; the default) or its retain model (trained like the target
+# without the forget set: what exact unlearning would give, so a method using it is privileged).
+AUX_MODEL_KEYWORDS = {"benchmark:base": "aux_model_path", "benchmark:retain": "retain_model_path"}
+
+
+def resolve_aux_model(value: Optional[str], bench) -> Optional[str]:
+    """The auxiliary model's path for ``method_args.aux_model_path=value``: a path is kept,
+    a keyword of :data:`AUX_MODEL_KEYWORDS` (or no value, or OU's mandatory marker ``???``)
+    is read from the benchmark."""
+    if value in (None, "???"):
+        value = "benchmark:base"
+    if not isinstance(value, str) or not value.startswith("benchmark:"):
+        return value
+    if value not in AUX_MODEL_KEYWORDS:
+        raise ValueError(f"method_args.aux_model_path={value!r}: expected a path or one of "
+                         f"{', '.join(AUX_MODEL_KEYWORDS)}")
+    path = getattr(bench, AUX_MODEL_KEYWORDS[value], None)
+    if path is None:
+        raise ValueError(f"method_args.aux_model_path={value!r}: benchmark {type(bench).__name__} has no such model "
+                         f"({AUX_MODEL_KEYWORDS[value]} is None)")
+    return path
+
+
 def provide_host_inputs(cfg: dict, bench, token_log_path: Optional[str]) -> dict:
     """Fill in the ``method_args`` the trainer class declares it needs from the host
     (``PluginUnlearnTrainer.needs_from_host``): ``"aux_model"``, the benchmark's auxiliary
@@ -106,8 +130,8 @@ def provide_host_inputs(cfg: dict, bench, token_log_path: Optional[str]) -> dict
     ``"token_log"``, the run's token-weight log when the run keeps one. Returns ``cfg``."""
     needs = getattr(trainer_class(cfg["handler"]), "needs_from_host", ())
     method_args = cfg.setdefault("method_args", {}) if needs else {}
-    if "aux_model" in needs and method_args.get("aux_model_path") in (None, "???"):  # "???": OU's mandatory marker
-        method_args["aux_model_path"] = bench.aux_model_path
+    if "aux_model" in needs:
+        method_args["aux_model_path"] = resolve_aux_model(method_args.get("aux_model_path"), bench)
     if "token_log" in needs and token_log_path:
         method_args.setdefault("token_log", {"path": str(token_log_path), "every": 10, "n_samples": 4})
     return cfg

@@ -28,8 +28,12 @@ ROLES = {
     "TW_SimNPO": "uniform",
 }
 ROLE_LABELS = {"atwu": "ATWU (learned, no labels)", "oracle": "oracle (true labels)",
+               "privileged": "privileged (uses the retain model)",
                "uniform": "uniform (every token)", "heuristic": "heuristic (no labels)"}
-ROLE_ORDER = ("atwu", "oracle", "heuristic", "uniform")
+ROLE_ORDER = ("atwu", "oracle", "privileged", "heuristic", "uniform")
+# a method whose auxiliary model is the benchmark's retain model (lite host keyword): it is given
+# what exact unlearning produces, so it is never a label-free baseline
+PRIVILEGED_AUX = "benchmark:retain"
 
 
 def headline_level(bench: Mapping[str, Any], preferred: float = 0.5) -> Optional[float]:
@@ -43,8 +47,11 @@ def headline_level(bench: Mapping[str, Any], preferred: float = 0.5) -> Optional
 def method_roles(bench: Mapping[str, Any]) -> Dict[str, str]:
     roles = {}
     for run in bench.get("runs", []):
-        trainer = ((run.get("config") or {}).get("method") or {}).get("trainer", "")
-        roles.setdefault(run["method"], ROLES.get(trainer, "heuristic"))
+        method = (run.get("config") or {}).get("method") or {}
+        overrides = method.get("overrides") or {}
+        aux = overrides.get("method_args.aux_model_path", (overrides.get("method_args") or {}).get("aux_model_path"))
+        role = "privileged" if aux == PRIVILEGED_AUX else ROLES.get(method.get("trainer", ""), "heuristic")
+        roles.setdefault(run["method"], role)
     return roles
 
 
@@ -115,7 +122,8 @@ def headline_summary(bench: Mapping[str, Any], level: Optional[float] = None) ->
     for role, label in (("atwu", "ATWU, which learns its token weights without labels"),
                         ("uniform", "uniform unlearning of every token"),
                         ("heuristic", "label-free heuristics"),
-                        ("oracle", "the oracle, given the true token labels")):
+                        ("oracle", "the oracle, given the true token labels"),
+                        ("privileged", "methods given the retain model")):
         members = [r for r in reached if r["role"] == role]
         if members:
             groups.append(f"{label}: " + ", ".join(_pair(r) for r in members))
