@@ -62,14 +62,16 @@ clean:
 results-embedded: setup
 	$(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/embedded.yaml --output-dir outputs/results/embedded --jobs 2
 	$(BIN)/python scripts/results_doc.py outputs/results/embedded docs/results/embedded.md \
-		--title "Embedded benchmark (forget10), all methods, 3 seeds" --command "make results-embedded" --notes docs/results/embedded_notes.md
+		--title "Embedded benchmark (forget10), all methods, 3 seeds" --command "make results-embedded" --notes docs/results/embedded_notes.md \
+		--paired kl_to_retain@0.5 --paired kl_to_retain@0.25 --paired forget_generic_prob@0.5 --paired forget_generic_prob@0.25 --paired span_auroc
 
 # RWKU-tiny (docs/rwku.md): needs the RWKU data (RWKU_DATA_ROOT, a directory in RWKU's layout)
 RWKU_DATA_ROOT ?= $(abspath ../shared/data/rwku)
 results-rwku-tiny: setup
 	RWKU_DATA_ROOT=$(RWKU_DATA_ROOT) OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/rwku_tiny.yaml --output-dir outputs/results/rwku_tiny --jobs 2
 	$(BIN)/python scripts/results_doc.py outputs/results/rwku_tiny docs/results/rwku_tiny.md \
-		--title "RWKU-tiny: batch unlearning of targets 1-10" --command "make results-rwku-tiny" --notes docs/results/rwku_tiny_notes.md
+		--title "RWKU-tiny: batch unlearning of targets 1-10" --command "make results-rwku-tiny" --notes docs/results/rwku_tiny_notes.md \
+		--paired forget_fb --paired forget_qa --paired forget_aa --paired neighbor_qa --paired others_qa --paired mia_loss_auc
 
 # TOFU-tiny (docs/results/tofu_tiny.md): tiny Llamas trained on the real TOFU text. TOFU_DATA is
 # the directory with TOFU's JSON files (full.json, retain90.json, forget10_perturbed.json, ...);
@@ -167,12 +169,12 @@ results-label-free: setup
 	OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/label_free.yaml --output-dir outputs/results/label_free --jobs 2
 	$(BIN)/python scripts/results_doc.py outputs/results/label_free docs/results/label_free.md \
 		--title "Label-free token weightings vs ATWU at the start of unlearning (embedded benchmark, forget10, first epoch)" \
-		--command "make results-label-free" --notes docs/results/label_free_notes.md \
+		--command "make results-label-free" --notes docs/results/label_free_notes.md --versus ATWU \
 		--paired span_auroc --paired span_ap --paired span_precision_at_k
 	OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/label_free_matched.yaml --output-dir outputs/results/label_free_matched --jobs 2
 	$(BIN)/python scripts/results_doc.py outputs/results/label_free_matched docs/results/label_free_matched.md \
 		--title "Word-level retain counts vs ATWU at matched forgetting (embedded benchmark, forget10, 3 seeds)" \
-		--command "make results-label-free" --notes docs/results/label_free_matched_notes.md \
+		--command "make results-label-free" --notes docs/results/label_free_matched_notes.md --versus ATWU \
 		--paired kl_to_retain@0.5 --paired kl_to_retain@0.25 --paired forget_generic_prob@0.5 \
 		--paired forget_generic_prob@0.25 --paired span_auroc
 

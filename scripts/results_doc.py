@@ -32,7 +32,7 @@ def main():
                    help="ATWU minus the strongest label-free baseline on METRIC, at matched LEVEL or (no @) at the "
                         "end of the run, with a 95 %% interval, per benchmark (repeatable)")
     p.add_argument("--versus", default=None, metavar="METHOD",
-                   help="with --paired targets: every other method minus METHOD (an ablation's default), per benchmark")
+                   help="with --paired targets: also every other method minus METHOD (an ablation's default), per benchmark")
     p.add_argument("--finished-at", type=float, default=None,
                    help="Unix time its runs finished (default: now); rewriting the page later keeps the same time")
     args = p.parse_args()
@@ -101,16 +101,16 @@ def main():
         resolved = out / "spec.resolved.json"  # the spec's metric directions (metrics the package does not know)
         directions = ({m["name"]: m["direction"] for m in json.loads(resolved.read_text()).get("metrics", [])}
                       if resolved.exists() else {})
+        benches = results.get("benchmarks") or [results]
+        paired = [text for text in (render_paired_markdown(b, targets, directions) for b in benches) if text]
+        if paired:  # every page with ATWU and a label-free baseline
+            lines += ["## ATWU vs the strongest label-free baseline", "", *paired]
         if args.versus:
             from atwu_plugin.leaderboard.paired import render_versus_markdown
 
             lines += [f"## Differences from {args.versus}", ""]
-            for bench in results.get("benchmarks") or [results]:
+            for bench in benches:
                 lines.append(render_versus_markdown(bench, args.versus, targets, directions))
-        else:
-            lines += ["## ATWU vs the strongest label-free baseline", ""]
-            for bench in results.get("benchmarks") or [results]:
-                lines.append(render_paired_markdown(bench, targets, directions))
     if args.notes:
         lines += ["## Reading the table", "", Path(args.notes).read_text().strip(), ""]
     page.write_text("\n".join(lines))

@@ -93,3 +93,25 @@ def test_paired_section_names_the_strongest_baseline(tmp_path, monkeypatch):
     text = page.read_text()
     assert "## ATWU vs the strongest label-free baseline" in text
     assert "| span_auroc ↑ | end of run | RF | 0.9510 | 0.9010 | -0.0500 [-0.0500, -0.0500] | t over seeds | yes |" in text
+
+
+def test_versus_adds_its_table_and_keeps_the_paired_section_when_there_is_a_baseline(tmp_path, monkeypatch):
+    out = _output_dir(tmp_path, ["b"])
+    doc = json.loads((out / "results.json").read_text())
+    means = {"ATWU": 0.90, "ATWU-x": 0.92, "RF": 0.95}
+    trainers = {"ATWU": "ATWU", "ATWU-x": "ATWU", "RF": "TW_RetainFrequency"}
+    doc["benchmarks"][0]["runs"] = [
+        {"method": m, "seed": s, "config": {"method": {"trainer": trainers[m]}}, "wall_s": 1.0,
+         "metrics": {"span_auroc": means[m] + 0.001 * s}} for m in means for s in (0, 1, 2)]
+    (out / "results.json").write_text(json.dumps(doc))
+    page = tmp_path / "versus.md"
+    _run(monkeypatch, out, page, "--command", "make v", "--paired", "span_auroc", "--versus", "ATWU")
+    text = page.read_text()
+    assert "## ATWU vs the strongest label-free baseline" in text and "| span_auroc ↑ | end of run | RF |" in text
+    assert "## Differences from ATWU" in text and "| ATWU-x | **+0.0200 [+0.0200, +0.0200]** |" in text
+    # ATWU variants only (an ablation): no baseline, so only the differences
+    doc["benchmarks"][0]["runs"] = [r for r in doc["benchmarks"][0]["runs"] if r["method"] != "RF"]
+    (out / "results.json").write_text(json.dumps(doc))
+    _run(monkeypatch, out, page, "--command", "make v", "--paired", "span_auroc", "--versus", "ATWU")
+    text = page.read_text()
+    assert "strongest label-free baseline" not in text and "## Differences from ATWU" in text

@@ -184,8 +184,8 @@ def render_paired_markdown(bench: Mapping[str, Any], targets: Sequence[Tuple[str
     """One table row per ``(metric, level)``: the strongest label-free baseline, ATWU and their
     paired difference with its 95 % interval."""
     atwu = _atwu_method(bench)
-    if atwu is None:
-        return ""
+    if atwu is None or not any(role in ("uniform", "heuristic") for role in method_roles(bench).values()):
+        return ""  # nothing to compare (e.g. an ablation of ATWU variants only)
     x = (bench.get("matched") or {}).get("x")
     out = [f"**ATWU vs the strongest label-free baseline — {bench['benchmark']}**", "",
            "Per metric, the label-free method (uniform or heuristic; not the oracle, not an ATWU variant) with the "
