@@ -84,7 +84,7 @@ results-tofu-tiny: setup
 	OMP_NUM_THREADS=1 $(BIN)/python scripts/tofu_tiny_zoo.py --data-dir $(TOFU_DATA) --retain-splits retain90 \
 		--page docs/results/tofu_tiny_zoo.md
 	$(BIN)/python scripts/results_doc.py outputs/results/tofu_tiny docs/results/tofu_tiny.md \
-		--title "TOFU-tiny (real TOFU text, forget10), all methods, 3 seeds" --command "make results-tofu-tiny" --notes docs/results/tofu_tiny_notes.md
+		--title "TOFU-tiny (real TOFU text, forget10), all methods, 3 seeds" --command "make results-tofu-tiny" --notes docs/results/tofu_tiny_notes.md --status docs/results/tofu_tiny_status.md
 
 # docs/results/tofu_honest.md (issue 11): label-free methods and ATWU scorer variants on TOFU-tiny
 # forget05 + forget10, 3 seeds, at matched forgetting (84 cells), plus the label-source page for
@@ -95,7 +95,7 @@ results-tofu-honest: setup
 		--page docs/results/tofu_honest_zoo.md
 	$(BIN)/python scripts/results_doc.py outputs/results/tofu_honest docs/results/tofu_honest.md \
 		--title "Real TOFU text (TOFU-tiny forget05/forget10): label-free methods and ATWU scorer variants at matched forgetting" \
-		--command "make results-tofu-honest" --notes docs/results/tofu_honest_notes.md
+		--command "make results-tofu-honest" --notes docs/results/tofu_honest_notes.md --status docs/results/tofu_honest_status.md
 
 # TOFU-real (issue 24, docs/results/tofu_real.md): SmolLM2-135M-Instruct (GGUF Q4_1) fine-tuned on
 # forget01 + 5 retain authors (zoo `forget01`, built first if not cached: ~15 min on 2 cores), the
@@ -109,7 +109,9 @@ results-tofu-real: setup real-model
 	TOFU_DATA=$(TOFU_DATA) OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/tofu_real.yaml --output-dir outputs/results/tofu_real --jobs 2
 	$(BIN)/python scripts/results_doc.py outputs/results/tofu_real docs/results/tofu_real.md \
 		--title "TOFU-real (SmolLM2-135M-Instruct, GGUF Q4_1, forget01): matched-forgetting comparison, 2 seeds" \
-		--command "make results-tofu-real" --notes docs/results/tofu_real_notes.md --started-at $$(cat outputs/results/tofu_real.started)
+		--command "make results-tofu-real" --notes docs/results/tofu_real_notes.md --status docs/results/tofu_real_status.md --started-at $$(cat outputs/results/tofu_real.started) \
+		--paired kl_to_retain@0.5 --paired forget_generic_prob@0.5 --paired kl_to_retain@0.75 --paired forget_generic_prob@0.75 \
+		--paired retain_prob@0.5 --paired span_auroc
 
 # TOFU-real, span AUROC of every token weighting and ATWU scorer variant over the first epoch (14 cells,
 # 1 seed; 65 min of cell time, two cells at a time; the zoo as for results-tofu-real)
@@ -118,7 +120,7 @@ results-tofu-real-setup: setup real-model
 	TOFU_DATA=$(TOFU_DATA) OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/tofu_real_setup.yaml --output-dir outputs/results/tofu_real_setup --jobs 2
 	$(BIN)/python scripts/results_doc.py outputs/results/tofu_real_setup docs/results/tofu_real_setup.md \
 		--title "TOFU-real (SmolLM2-135M, forget01): span AUROC of every token weighting at the start of unlearning" \
-		--command "make results-tofu-real-setup" --notes docs/results/tofu_real_setup_notes.md \
+		--command "make results-tofu-real-setup" --notes docs/results/tofu_real_setup_notes.md --status docs/results/tofu_real_setup_status.md \
 		--started-at $$(cat outputs/results/tofu_real_setup.started)
 
 # RWKU (issue 21, part 1; docs/results/rwku_known_targets.md): which of RWKU's 200 targets

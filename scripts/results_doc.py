@@ -33,6 +33,8 @@ def main():
                         "end of the run, with a 95 %% interval, per benchmark (repeatable)")
     p.add_argument("--versus", default=None, metavar="METHOD",
                    help="with --paired targets: also every other method minus METHOD (an ablation's default), per benchmark")
+    p.add_argument("--status", default=None, metavar="FILE",
+                   help="Markdown put right under the title: what the page is still good for (e.g. superseded by)")
     p.add_argument("--finished-at", type=float, default=None,
                    help="Unix time its runs finished (default: now); rewriting the page later keeps the same time")
     args = p.parse_args()
@@ -49,6 +51,7 @@ def main():
     lines = [
         f"# {args.title or page.stem}",
         "",
+        *([Path(args.status).read_text().strip(), ""] if args.status else []),
         "Produced by (rerun to reproduce; same seed and config give the same numbers on CPU):",
         "",
         "```bash",

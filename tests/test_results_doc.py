@@ -115,3 +115,12 @@ def test_versus_adds_its_table_and_keeps_the_paired_section_when_there_is_a_base
     _run(monkeypatch, out, page, "--command", "make v", "--paired", "span_auroc", "--versus", "ATWU")
     text = page.read_text()
     assert "strongest label-free baseline" not in text and "## Differences from ATWU" in text
+
+
+def test_status_goes_right_under_the_title(tmp_path, monkeypatch):
+    out = _output_dir(tmp_path, ["b"])
+    status = tmp_path / "status.md"
+    status.write_text("> **Status: superseded by other.md.**\n")
+    page = tmp_path / "p.md"
+    _run(monkeypatch, out, page, "--command", "make p", "--title", "T", "--status", status)
+    assert page.read_text().startswith("# T\n\n> **Status: superseded by other.md.**\n\nProduced by")
