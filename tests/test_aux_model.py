@@ -34,6 +34,17 @@ def test_bad_keyword_and_missing_model_are_named():
         resolve_aux_model("benchmark:retain", NoRetain())
 
 
+def test_no_base_model_is_none_by_default_and_an_error_by_name():
+    # a benchmark without one (rwku_real): every token-weighted trainer asks the host, only a
+    # weighter that needs the model (reference) stops, in the trainer, with its own error
+    class NoBase:
+        aux_model_path = None
+
+    assert resolve_aux_model(None, NoBase()) is None
+    with pytest.raises(ValueError, match=r"'benchmark:base': benchmark NoBase has no such model"):
+        resolve_aux_model("benchmark:base", NoBase())
+
+
 def test_host_fills_the_retain_model_for_the_reference_trainer():
     cfg = provide_host_inputs({"handler": "TokenWeightedUnlearn", "method_args": {
         "weighter": {"name": "reference"}, "aux_model_path": "benchmark:retain"}}, Bench(), None)

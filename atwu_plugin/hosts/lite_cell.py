@@ -109,15 +109,15 @@ def resolve_aux_model(value: Optional[str], bench) -> Optional[str]:
     """The auxiliary model's path for ``method_args.aux_model_path=value``: a path is kept,
     a keyword of :data:`AUX_MODEL_KEYWORDS` (or no value, or OU's mandatory marker ``???``)
     is read from the benchmark."""
-    if value in (None, "???"):
-        value = "benchmark:base"
+    if value in (None, "???"):  # the default: the benchmark's base model, or None if it has none
+        return getattr(bench, "aux_model_path", None)  # (only a weighter that needs one then stops)
     if not isinstance(value, str) or not value.startswith("benchmark:"):
         return value
     if value not in AUX_MODEL_KEYWORDS:
         raise ValueError(f"method_args.aux_model_path={value!r}: expected a path or one of "
                          f"{', '.join(AUX_MODEL_KEYWORDS)}")
     path = getattr(bench, AUX_MODEL_KEYWORDS[value], None)
-    if path is None:
+    if path is None:  # asked for by name: say the benchmark has none
         raise ValueError(f"method_args.aux_model_path={value!r}: benchmark {type(bench).__name__} has no such model "
                          f"({AUX_MODEL_KEYWORDS[value]} is None)")
     return path
