@@ -24,6 +24,7 @@ import numpy as np
 
 from atwu_plugin.evals.trajectory import value_at
 from atwu_plugin.leaderboard.colors import method_colors
+from atwu_plugin.leaderboard.results import is_finite_number
 from atwu_plugin.leaderboard.spec import KNOWN_METRICS
 
 # metrics that are logged along trajectories but are not default table columns
@@ -53,7 +54,7 @@ def run_values_at(run: Mapping[str, Any], x: str, level: float, metrics: Sequenc
     """``{metric: value}`` where ``run``'s trajectory first reaches ``level`` times its step-0
     ``x``; every value is None when the run has no usable trajectory or never gets there."""
     traj = run.get("trajectory") or []
-    points = [p for p in traj if _finite(p.get(x))]
+    points = [p for p in traj if is_finite_number(p.get(x))]
     if len(points) < 2 or not points[0][x]:
         return {m: None for m in metrics}
     x0 = points[0][x]
@@ -62,14 +63,10 @@ def run_values_at(run: Mapping[str, Any], x: str, level: float, metrics: Sequenc
     for m in metrics:
         log = m in LOG_METRICS
         pts = [{"x": p[x], "y": math.log10(p[m]) if log else p[m]} for p in points
-               if _finite(p.get(m)) and (not log or p[m] > 0)]
+               if is_finite_number(p.get(m)) and (not log or p[m] > 0)]
         v = value_at(pts, "x", target, "y") if len(pts) >= 2 else None
         out[m] = 10 ** v if (log and v is not None) else v
     return out
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def summarize_matched(bench: Mapping[str, Any]) -> List[Dict[str, Any]]:
@@ -148,11 +145,11 @@ def plot_matched(bench: Mapping[str, Any], out_path: Union[str, Path], title: st
     x, metrics = spec.get("x"), list(spec.get("metrics") or [])
     curves: Dict[str, List[Tuple[np.ndarray, Dict[str, np.ndarray]]]] = {}
     for r in bench.get("runs", []):
-        pts = [p for p in (r.get("trajectory") or []) if _finite(p.get(x))]
+        pts = [p for p in (r.get("trajectory") or []) if is_finite_number(p.get(x))]
         if len(pts) < 2 or not pts[0][x]:
             continue
         xr = np.array([p[x] / pts[0][x] for p in pts])
-        ys = {m: np.array([p[m] if _finite(p.get(m)) else np.nan for p in pts]) for m in metrics}
+        ys = {m: np.array([p[m] if is_finite_number(p.get(m)) else np.nan for p in pts]) for m in metrics}
         curves.setdefault(r["method"], []).append((xr, ys))
     if not curves or not metrics:
         return None

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from atwu_plugin.leaderboard.matched import _finite, direction, run_values_at
+from atwu_plugin.leaderboard.matched import direction, run_values_at
+from atwu_plugin.leaderboard.results import is_finite_number
 
 __all__ = ["fraction_kept", "render_fraction_kept_markdown"]
 
@@ -22,11 +23,11 @@ Cell = Optional[float]
 def _step0(run: Mapping[str, Any], metric: str) -> Optional[float]:
     traj = run.get("trajectory") or []
     v = traj[0].get(metric) if traj else None
-    return v if _finite(v) and v != 0 else None
+    return v if is_finite_number(v) and v != 0 else None
 
 
 def _last(run: Mapping[str, Any], metric: str) -> Optional[float]:
-    vals = [p[metric] for p in run.get("trajectory") or [] if _finite(p.get(metric))]
+    vals = [p[metric] for p in run.get("trajectory") or [] if is_finite_number(p.get(metric))]
     return vals[-1] if len(vals) >= 2 else None
 
 

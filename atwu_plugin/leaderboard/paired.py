@@ -26,7 +26,8 @@ import numpy as np
 
 from atwu_plugin.evals.trajectory import crossing
 from atwu_plugin.leaderboard.headline import method_roles
-from atwu_plugin.leaderboard.matched import _finite, direction, run_values_at
+from atwu_plugin.leaderboard.matched import direction, run_values_at
+from atwu_plugin.leaderboard.results import is_finite_number
 
 __all__ = ["Paired", "paired_difference", "strongest_baseline", "render_paired_markdown", "render_versus_markdown"]
 
@@ -56,7 +57,7 @@ def _runs_by_seed(bench: Mapping[str, Any], method: str) -> Dict[int, Mapping[st
 def _value(run: Mapping[str, Any], metric: str, level: Optional[float], x: Optional[str]) -> Optional[float]:
     if level is None:
         v = (run.get("metrics") or {}).get(metric)
-        return float(v) if _finite(v) else None
+        return float(v) if is_finite_number(v) else None
     return run_values_at(run, x, level, [metric])[metric]
 
 
@@ -103,7 +104,7 @@ def _crossing(run: Mapping[str, Any], x: str, level: float) -> Optional[Tuple[in
     """Where ``run``'s trajectory first reaches ``level`` times its step-0 ``x`` (as
     :func:`atwu_plugin.evals.trajectory.value_at` reads it): the two trajectory indices around it
     and the interpolation weight of the second; None if it never gets there."""
-    pts = [(i, p[x]) for i, p in enumerate(run.get("trajectory") or []) if _finite(p.get(x))]
+    pts = [(i, p[x]) for i, p in enumerate(run.get("trajectory") or []) if is_finite_number(p.get(x))]
     if len(pts) < 2 or not pts[0][1]:
         return None
     at = crossing([v for _, v in pts], level * pts[0][1])

@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from atwu_plugin.leaderboard.results import ResultsError, load_results
+from atwu_plugin.leaderboard.results import ResultsError, is_finite_number, is_number, load_results
 from atwu_plugin.leaderboard.stats import finite_values, method_order
 from atwu_plugin.utils import portable_numerics
 from atwu_plugin.utils.atomic import atomic_write_json
@@ -138,10 +138,6 @@ class UpdateRefused(RegressionError):
     """``--update`` would make the reference weaker (fewer seeds) or record a failed run."""
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
 def is_timing(metric: str) -> bool:
     """Wall-clock measurements (``train_s``, ``wall_s``, ``eval_seconds``): never compared."""
     return metric.endswith(("_s", "_seconds", "_sec")) or metric in ("time", "runtime")
@@ -180,7 +176,7 @@ def load_reference(path: Union[str, Path]) -> Dict[str, Any]:
 
 
 def _tolerance_entry(name: str, key: str, v: Any) -> Dict[str, Any]:
-    if _is_number(v):  # version 1: a plain absolute tolerance
+    if is_number(v):  # version 1: a plain absolute tolerance
         v = {"kind": "absolute", "tol": v}
     if not isinstance(v, Mapping) or set(v) - {"kind", "tol", "basis"} or "kind" not in v:
         raise RegressionError(f"{name}: tolerances.{key} is {v!r:.80}; expected "
@@ -188,7 +184,7 @@ def _tolerance_entry(name: str, key: str, v: Any) -> Dict[str, Any]:
     if v["kind"] not in KINDS:
         raise RegressionError(f"{name}: tolerances.{key}.kind is {v['kind']!r}; expected one of {', '.join(KINDS)}")
     tol = v.get("tol", 0.0 if v["kind"] == "none" else None)
-    if not _is_number(tol) or not math.isfinite(tol) or tol < 0:
+    if not is_finite_number(tol) or tol < 0:
         raise RegressionError(f"{name}: tolerances.{key}.tol is {tol!r}; expected a non-negative number")
     return {**v, "tol": float(tol)}
 
@@ -233,7 +229,7 @@ def validate_reference(data: Any, name: str = "<reference>") -> Dict[str, Any]:
             if not isinstance(metrics, Mapping) or not metrics:
                 raise RegressionError(f"{name}: {where}.metrics is {metrics!r:.60}; expected {{metric: value}}")
             for k, v in metrics.items():
-                if v is not None and (not _is_number(v) or not math.isfinite(v)):
+                if v is not None and not is_finite_number(v):
                     raise RegressionError(f"{name}: {where}.metrics.{k} is {v!r}; expected a number or null")
             out[b][m] = {"seeds": sorted(seeds) if seeds is not None else None, "metrics": dict(metrics)}
     return {"schema": SCHEMA, "provenance": dict(prov), "tolerances": tolerances, "benchmarks": out}
@@ -441,15 +437,15 @@ def _seed_values(by_seed: Mapping[int, Mapping[str, Any]], seeds: List[int], met
         ms = by_seed[s]
         v = ms.get(metric)
         if not want_number:  # the reference is null: every seed must have no value
-            if _is_number(v) and math.isfinite(v):
+            if is_finite_number(v):
                 values.append(float(v))
             continue
         if metric not in ms:
             problems.append(f"seed {s}: missing")
         elif v is None:
             problems.append(f"seed {s}: null")
-        elif not _is_number(v) or not math.isfinite(v):
-            problems.append(f"seed {s}: " + ("NaN" if _is_number(v) and math.isnan(v) else repr(v)))
+        elif not is_finite_number(v):
+            problems.append(f"seed {s}: " + ("NaN" if is_number(v) and math.isnan(v) else repr(v)))
         else:
             values.append(float(v))
     return values, problems

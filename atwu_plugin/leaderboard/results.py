@@ -10,6 +10,7 @@ with ``run = {"method", "seed", "config", "metrics": {name: float | null}, "wall
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
@@ -23,6 +24,11 @@ class ResultsError(ValueError):
 def is_number(x: Any) -> bool:
     """A JSON number (bool is not)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def is_finite_number(x: Any) -> bool:
+    """A JSON number that is not NaN or infinite."""
+    return is_number(x) and math.isfinite(x)
 
 
 def load_results(src: Union[str, Path, Mapping], source: Optional[str] = None) -> List[Dict[str, Any]]:
