@@ -181,11 +181,11 @@ results-label-free: setup
 		--paired forget_generic_prob@0.25 --paired span_auroc
 
 # The fair comparison (issue 22). docs/results/tuning_dev.md: every method's equal tuning budget (6 trials,
-# seed 0) on the development benchmark (embedded, forget10; 60 cells, 72 cell-minutes, 37 min on 2 cores) and the trial its spec's
+# seed 0) on the development benchmark (embedded, forget10; 72 cells, 79 cell-minutes, ~40 min on 2 cores) and the trial its spec's
 # rule selects, written to configs/leaderboards/tuned_methods.yaml with the lr as the same multiple of
 # the test benchmarks' shared 3e-4 (0.6 x the development 5e-4). docs/results/heldout_tofu.md: those
-# frozen settings on the test benchmarks (TOFU-tiny forget10 + forget05, 3 seeds; 60 cells, 185 cell-minutes
-# measured while other work shared the 2 cores: 95 min wall; builds the TOFU-tiny zoo first if needed, ~16 min).
+# frozen settings on the test benchmarks (TOFU-tiny forget10 + forget05, 3 seeds; 72 cells, 199 cell-minutes,
+# most measured while other work shared the 2 cores: ~100 min wall; builds the TOFU-tiny zoo first if needed, ~16 min).
 results-tuning: setup
 	OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/tuning_dev.yaml --output-dir outputs/results/tuning_dev --jobs 2
 	$(BIN)/python scripts/tuning_doc.py atwu_plugin/configs/leaderboards/tuning_dev.yaml outputs/results/tuning_dev \
