@@ -14,6 +14,7 @@ from atwu_plugin.hosts.checks import check_max_positions
 from atwu_plugin.hosts.components import trainer_class
 from atwu_plugin.hosts.lite_outputs import resolve_resume_checkpoint, save_unlearned_model
 from atwu_plugin.hosts.lite_trainer import build_trainer, load_trainer_config
+from atwu_plugin.tasks import AUX_MODEL_KEYWORDS
 from atwu_plugin.trainers.token_log import span_metrics
 from atwu_plugin.utils.atomic import atomic_write_text
 from atwu_plugin.zoo.loading import load_causal_lm
@@ -98,11 +99,6 @@ def run_lite_cell(bench, trainer: str, overrides: dict, seed: int, out_dir: str,
     if trajectory is not None:
         result["trajectory"] = trajectory.trajectory
     return result
-
-# ``method_args.aux_model_path`` keywords the lite host resolves against the benchmark: its base
-# model (never saw the benchmark's data; the default) or its retain model (trained like the target
-# without the forget set: what exact unlearning would give, so a method using it is privileged).
-AUX_MODEL_KEYWORDS = {"benchmark:base": "aux_model_path", "benchmark:retain": "retain_model_path"}
 
 
 def resolve_aux_model(value: Optional[str], bench) -> Optional[str]:

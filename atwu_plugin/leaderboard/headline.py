@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Optional
 
 from atwu_plugin.leaderboard.matched import summarize_matched
+from atwu_plugin.tasks import RETAIN_AUX
 
 GENERIC, KL = "forget_generic_prob", "kl_to_retain"
 
@@ -31,9 +32,8 @@ ROLE_LABELS = {"atwu": "ATWU (learned, no labels)", "oracle": "oracle (true labe
                "privileged": "privileged (uses the retain model)",
                "uniform": "uniform (every token)", "heuristic": "heuristic (no labels)"}
 ROLE_ORDER = ("atwu", "oracle", "privileged", "heuristic", "uniform")
-# a method whose auxiliary model is the benchmark's retain model (lite host keyword): it is given
-# what exact unlearning produces, so it is never a label-free baseline
-PRIVILEGED_AUX = "benchmark:retain"
+# the baselines ATWU is measured against: neither labels nor the retain model
+LABEL_FREE_ROLES = ("uniform", "heuristic")
 
 
 def headline_level(bench: Mapping[str, Any], preferred: float = 0.5) -> Optional[float]:
@@ -50,7 +50,8 @@ def method_roles(bench: Mapping[str, Any]) -> Dict[str, str]:
         method = (run.get("config") or {}).get("method") or {}
         overrides = method.get("overrides") or {}
         aux = overrides.get("method_args.aux_model_path", (overrides.get("method_args") or {}).get("aux_model_path"))
-        role = "privileged" if aux == PRIVILEGED_AUX else ROLES.get(method.get("trainer", ""), "heuristic")
+        # given the benchmark's retain model (what exact unlearning produces): never a label-free baseline
+        role = "privileged" if aux == RETAIN_AUX else ROLES.get(method.get("trainer", ""), "heuristic")
         roles.setdefault(run["method"], role)
     return roles
 
@@ -133,7 +134,7 @@ def headline_summary(bench: Mapping[str, Any], level: Optional[float] = None) ->
                    f"(no value at {pct}).")
     atwu, uniform, heur, oracle = (_best(rows, role) for role in ("atwu", "uniform", "heuristic", "oracle"))
     if atwu is not None:
-        others = [r for r in reached if r["role"] in ("uniform", "heuristic")]
+        others = [r for r in reached if r["role"] in LABEL_FREE_ROLES]
         beaten = [r for r in others if r["generic"] < atwu["generic"]]
         ahead = [r for r in others if r["generic"] >= atwu["generic"]]
         if others and not ahead:

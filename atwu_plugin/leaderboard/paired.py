@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from atwu_plugin.evals.trajectory import crossing
-from atwu_plugin.leaderboard.headline import method_roles
+from atwu_plugin.leaderboard.headline import LABEL_FREE_ROLES, method_roles
 from atwu_plugin.leaderboard.matched import direction, run_values_at
 from atwu_plugin.leaderboard.results import is_finite_number
 
@@ -79,7 +79,7 @@ def strongest_baseline(bench: Mapping[str, Any], metric: str, level: Optional[fl
     higher = _direction(metric, directions) == "higher"
     best = None
     for method, role in method_roles(bench).items():
-        if role not in ("uniform", "heuristic") or method in exclude:
+        if role not in LABEL_FREE_ROLES or method in exclude:
             continue
         vals = [_value(r, metric, level, x) for r in _runs_by_seed(bench, method).values()]
         if not vals or any(v is None for v in vals):
@@ -185,7 +185,7 @@ def render_paired_markdown(bench: Mapping[str, Any], targets: Sequence[Tuple[str
     """One table row per ``(metric, level)``: the strongest label-free baseline, ATWU and their
     paired difference with its 95 % interval."""
     atwu = _atwu_method(bench)
-    if atwu is None or not any(role in ("uniform", "heuristic") for role in method_roles(bench).values()):
+    if atwu is None or not any(role in LABEL_FREE_ROLES for role in method_roles(bench).values()):
         return ""  # nothing to compare (e.g. an ablation of ATWU variants only)
     x = (bench.get("matched") or {}).get("x")
     out = [f"**ATWU vs the strongest label-free baseline — {bench['benchmark']}**", "",

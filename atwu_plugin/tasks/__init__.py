@@ -11,6 +11,12 @@ from atwu_plugin.registry import Registry
 
 BENCHMARKS: Registry = Registry("benchmark")
 
+# ``method_args.aux_model_path`` keywords the lite host resolves against the benchmark: its base
+# model (never saw the benchmark's data; the default) or its retain model (trained like the target
+# without the forget set: what exact unlearning would give, so a method using it is privileged).
+RETAIN_AUX = "benchmark:retain"
+AUX_MODEL_KEYWORDS = {"benchmark:base": "aux_model_path", RETAIN_AUX: "retain_model_path"}
+
 
 # name -> module that registers it, imported on first use (benchmarks pull in models and data)
 BENCHMARK_MODULES = {
