@@ -113,15 +113,15 @@ results-tofu-real: setup real-model
 		--paired kl_to_retain@0.5 --paired forget_generic_prob@0.5 --paired kl_to_retain@0.75 --paired forget_generic_prob@0.75 \
 		--paired retain_prob@0.5 --paired span_auroc
 
-# TOFU-real, span AUROC of every token weighting and ATWU scorer variant over the first epoch (14 cells,
-# 1 seed; 65 min of cell time, two cells at a time; the zoo as for results-tofu-real)
+# TOFU-real, span AUROC of every token weighting and ATWU scorer variant over the first epoch (14 methods
+# x 3 seeds; about 65 min of cell time per seed, two cells at a time; the zoo as for results-tofu-real)
 results-tofu-real-setup: setup real-model
 	mkdir -p outputs/results && date +%s > outputs/results/tofu_real_setup.started
 	TOFU_DATA=$(TOFU_DATA) OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/tofu_real_setup.yaml --output-dir outputs/results/tofu_real_setup --jobs 2
 	$(BIN)/python scripts/results_doc.py outputs/results/tofu_real_setup docs/results/tofu_real_setup.md \
 		--title "TOFU-real (SmolLM2-135M, forget01): span AUROC of every token weighting at the start of unlearning" \
 		--command "make results-tofu-real-setup" --notes docs/results/tofu_real_setup_notes.md --status docs/results/tofu_real_setup_status.md \
-		--started-at $$(cat outputs/results/tofu_real_setup.started)
+		--started-at $$(cat outputs/results/tofu_real_setup.started) --paired span_auroc --paired span_auroc_proxy
 
 # RWKU (issue 21, part 1; docs/results/rwku_known_targets.md): which of RWKU's 200 targets
 # SmolLM2-135M-Instruct (GGUF Q4_1) knows, from the probability of the gold answers of up to 10

@@ -25,7 +25,8 @@ def trajectory_for(cell):
 
 
 def run_cell_with_trajectory(cell):  # module level: picklable for jobs > 1
-    return {"metrics": fake_metrics(cell), "trajectory": trajectory_for(cell), "wall_s": 1.0}
+    return {"metrics": fake_metrics(cell), "trajectory": trajectory_for(cell), "wall_s": 1.0,
+            "bootstrap": {"span_auroc": {"n_samples": 3, "seed": 0, "values": [0.5, None]}}}
 
 
 MATCHED = {"x": "forget_specific_prob", "levels": [0.5, 0.25], "points": 4,
@@ -68,6 +69,8 @@ def test_matched_report_from_leaderboard_in_parallel(tmp_path):
     results = json.loads((tmp_path / "lb" / "results.json").read_text())
     assert results["matched"]["levels"] == [0.5, 0.25]
     assert all(len(r["trajectory"]) == 11 for r in results["runs"])
+    # a run's span-AUROC replicates reach results.json (leaderboard/paired.py reads them there)
+    assert all(r["bootstrap"]["span_auroc"]["values"] == [0.5, None] for r in results["runs"])
     rows = {(r["method"], r["level"]): r for r in summarize_matched(results)}
     # x reaches 0.5 exactly -> generic = 1 - slope * 0.5
     assert rows[("NPO", 0.5)]["stats"]["forget_generic_prob"][0] == pytest.approx(0.5)

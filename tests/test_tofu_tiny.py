@@ -5,6 +5,7 @@ import copy
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,7 +17,7 @@ from atwu_plugin.evals.span_alignment import span_alignment
 from atwu_plugin.hosts.lite import build_trainer, load_trainer_config
 from atwu_plugin.losses.tokens import answer_mask
 from atwu_plugin.tokens import KIND_IGNORE, KIND_NONE, KIND_SPECIFIC, KIND_TEMPLATE
-from atwu_plugin.trainers.token_log import SpanAlignmentCollector, span_metrics
+from atwu_plugin.trainers.token_log import SpanAlignmentCollector, span_bootstrap, span_metrics
 from atwu_plugin.zoo.loading import load_causal_lm
 
 torch.set_num_threads(1)
@@ -140,6 +141,15 @@ def test_span_metrics_report_the_proxy_source(micro, tmp_path):
     expected = span_alignment(torch.cat(collector.weights["token_kind"]), _swap(torch.cat(collector.kinds["token_kind"])))
     assert {k: span[(k if k.startswith("span_") else f"span_{k}") + "_proxy"] for k in expected} == expected
     assert span["span_auroc_proxy"] != span["span_auroc"] and span["span_n_pos_proxy"] != span["span_n_pos"]
+    # the fixed resamplings of the forget samples (evals/sample_bootstrap.py): one set per source,
+    # over every forget sample, centred on the full-data AUROC
+    boot = span_bootstrap(tr)
+    assert set(boot) == {"span_auroc", "span_auroc_proxy"}
+    for key in boot:
+        assert boot[key]["n_samples"] == len(micro["forget"]) and len(boot[key]["values"]) == 1000
+        values = [v for v in boot[key]["values"] if v is not None]
+        assert len(values) > 900 and min(values) < span[key] < max(values)
+        assert np.median(values) == pytest.approx(span[key], abs=0.05)
 
 
 def test_no_proxy_keys_without_the_second_source(micro, tmp_path):

@@ -15,7 +15,7 @@ from atwu_plugin.hosts.components import trainer_class
 from atwu_plugin.hosts.lite_outputs import resolve_resume_checkpoint, save_unlearned_model
 from atwu_plugin.hosts.lite_trainer import build_trainer, load_trainer_config
 from atwu_plugin.tasks import AUX_MODEL_KEYWORDS
-from atwu_plugin.trainers.token_log import span_metrics
+from atwu_plugin.trainers.token_log import span_bootstrap, span_metrics
 from atwu_plugin.utils.atomic import atomic_write_text
 from atwu_plugin.zoo.loading import load_causal_lm
 
@@ -96,6 +96,9 @@ def run_lite_cell(bench, trainer: str, overrides: dict, seed: int, out_dir: str,
               "wall_s": round(time.time() - t0, 2)}
     if saved_model:
         result["saved_model"] = saved_model
+    bootstrap = span_bootstrap(trainer_obj)
+    if bootstrap:  # span AUROC under fixed resamplings of the forget samples (leaderboard/paired.py)
+        result["bootstrap"] = bootstrap
     if trajectory is not None:
         result["trajectory"] = trajectory.trajectory
     return result

@@ -12,8 +12,11 @@ shared by both methods: the same questions), recomputes the pooled metric from t
 two trajectory points around each run's crossing of the level, interpolates with the crossing's
 weight (where the run reached the level is held at its full-data value: the interval is for
 the metric at matched forgetting, not for where the crossing lies) and takes the mean difference
-over the drawn seeds; the interval is its 2.5 and 97.5 percentiles. Without rows (end-of-run
-metrics, older cells, evaluators that log none) it is a t-interval over the paired seeds.
+over the drawn seeds; the interval is its 2.5 and 97.5 percentiles. An end-of-run metric that no
+report can rebuild from rows (span AUROC) is bootstrapped the same way from the values each run
+computed under the benchmark's fixed resamplings of its samples (``run["bootstrap"]``, see
+``evals.sample_bootstrap``): replicate ``r`` of both methods saw the same samples. Without either
+(older cells, evaluators that log none) it is a t-interval over the paired seeds.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ class Paired:
     diff: float  # mean over paired seeds of a - b
     lo: Optional[float]
     hi: Optional[float]
-    how: str  # "bootstrap over seeds and samples" | "t over seeds" | "one seed: no interval"
+    how: str  # "bootstrap over seeds and samples" | "bootstrap over samples (one seed)" | "t over seeds" | ...
     replicates: int = 0
 
     @property
@@ -131,6 +134,46 @@ def _resampled_value(rows, w: np.ndarray) -> Optional[float]:
     return float(v[0] + a * (v[1] - v[0]))
 
 
+def _replicates(run: Mapping[str, Any], metric: str) -> Optional[Tuple[int, int, List[Optional[float]]]]:
+    """``(n_samples, seed, values)`` of the run's fixed-resampling replicates of ``metric``."""
+    found = (run.get("bootstrap") or {}).get(metric)
+    if not isinstance(found, Mapping) or not isinstance(found.get("values"), list):
+        return None
+    return int(found["n_samples"]), int(found["seed"]), found["values"]
+
+
+def _interval(stats: List[float], replicates: int, bench: Mapping[str, Any], metric: str) -> Tuple[float, float]:
+    if len(stats) < 0.9 * replicates:
+        raise ValueError(f"{bench.get('benchmark')}: {metric}: {replicates - len(stats)} of {replicates} resamples "
+                         "had no token of the metric's kind; too few tokens for a bootstrap over samples")
+    lo, hi = (float(v) for v in np.percentile(stats, [2.5, 97.5]))
+    return lo, hi
+
+
+def _bootstrap_how(seeds: Sequence[int]) -> str:
+    return "bootstrap over seeds and samples" if len(seeds) > 1 else "bootstrap over samples (one seed)"
+
+
+def _replicate_difference(bench, a, b, metric, seeds, ra, rb, diff, seed) -> Optional[Paired]:
+    """The paired bootstrap from the runs' stored replicates; None when a run has none."""
+    reps = {(m, s): _replicates(runs[s], metric) for m, runs in (("a", ra), ("b", rb)) for s in seeds}
+    if any(v is None for v in reps.values()):
+        return None
+    if len({(n, sd, len(v)) for n, sd, v in reps.values()}) != 1:
+        raise ValueError(f"{bench.get('benchmark')}: {metric}: runs stored replicates of different resamplings "
+                         f"(n_samples, seed, count): {sorted({(n, sd, len(v)) for n, sd, v in reps.values()})}")
+    count = len(next(iter(reps.values()))[2])
+    rng = np.random.default_rng(seed)
+    stats = []
+    for r in range(count):
+        drawn = rng.choice(seeds, size=len(seeds), replace=True)
+        ds = [(reps[("a", s)][2][r], reps[("b", s)][2][r]) for s in drawn]
+        if all(va is not None and vb is not None for va, vb in ds):
+            stats.append(float(np.mean([va - vb for va, vb in ds])))
+    lo, hi = _interval(stats, count, bench, metric)
+    return Paired(a, b, metric, None, len(seeds), diff, lo, hi, _bootstrap_how(seeds), count)
+
+
 def paired_difference(bench: Mapping[str, Any], a: str, b: str, metric: str, level: Optional[float] = None,
                       replicates: int = 2000, seed: int = 0) -> Optional[Paired]:
     """``a - b`` on ``metric`` (at matched ``level``, or at the end of the run), paired by seed;
@@ -143,6 +186,10 @@ def paired_difference(bench: Mapping[str, Any], a: str, b: str, metric: str, lev
         return None
     diffs = [values[s][0] - values[s][1] for s in seeds]
     diff = float(np.mean(diffs))
+    if level is None:
+        found = _replicate_difference(bench, a, b, metric, seeds, ra, rb, diff, seed)
+        if found is not None:
+            return found
     rows = None
     if level is not None:
         rows = {(m, s): _sample_rows(run, metric, _crossing(run, x, level))
@@ -164,11 +211,8 @@ def paired_difference(bench: Mapping[str, Any], a: str, b: str, metric: str, lev
         ds = [(_resampled_value(rows[("a", s)], w), _resampled_value(rows[("b", s)], w)) for s in drawn]
         if all(va is not None and vb is not None for va, vb in ds):  # None: a draw without any token of a kind
             stats.append(float(np.mean([va - vb for va, vb in ds])))
-    if len(stats) < 0.9 * replicates:
-        raise ValueError(f"{bench.get('benchmark')}: {metric}: {replicates - len(stats)} of {replicates} resamples "
-                         "had no token of the metric's kind; too few tokens for a bootstrap over samples")
-    lo, hi = (float(v) for v in np.percentile(stats, [2.5, 97.5]))
-    return Paired(a, b, metric, level, len(seeds), diff, lo, hi, "bootstrap over seeds and samples", replicates)
+    lo, hi = _interval(stats, replicates, bench, metric)
+    return Paired(a, b, metric, level, len(seeds), diff, lo, hi, _bootstrap_how(seeds), replicates)
 
 
 def _atwu_method(bench: Mapping[str, Any]) -> Optional[str]:

@@ -295,6 +295,8 @@ def collect_results(spec: LeaderboardSpec, records: Mapping[str, Mapping[str, An
             run = {k: rec[k] for k in RUN_KEYS}
             if isinstance(rec.get("trajectory"), list):
                 run["trajectory"] = rec["trajectory"]
+            if isinstance(rec.get("bootstrap"), dict):
+                run["bootstrap"] = rec["bootstrap"]
             if rec.get("nonfinite"):  # NaN/inf in a cell file, read as null
                 run["nonfinite"] = rec["nonfinite"]
             runs.append(run)

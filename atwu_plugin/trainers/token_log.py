@@ -72,6 +72,7 @@ class SpanAlignmentCollector(TokenWeightCallback):
     def __init__(self):
         self.weights = {key: [] for key in self.SOURCES}
         self.kinds = {key: [] for key in self.SOURCES}
+        self.samples = {key: [] for key in self.SOURCES}  # each token's sample index, if batches carry ``index``
 
     def on_token_weights(self, trainer, forget, weights):
         for key in self.SOURCES:
@@ -80,6 +81,8 @@ class SpanAlignmentCollector(TokenWeightCallback):
                 mask = answer_mask(forget["labels"])
                 self.weights[key].append(weights[mask].detach().float().cpu())
                 self.kinds[key].append(kinds[mask].detach().cpu())
+                index = forget.get("index")
+                self.samples[key].append(None if index is None else index.cpu()[:, None].expand_as(mask)[mask.cpu()])
 
     def metrics(self) -> dict:
         """Span alignment (AUROC/AP/precision@k vs ground-truth kinds, ``span_*`` names) of
@@ -93,6 +96,29 @@ class SpanAlignmentCollector(TokenWeightCallback):
                 out.update({(k if k.startswith("span_") else f"span_{k}") + suffix: v for k, v in found.items()})
         return out
 
+    def bootstrap(self) -> dict:
+        """``{"span_auroc" (and "span_auroc_proxy"): {"n_samples", "seed", "values"}}``: the span
+        AUROC under the fixed resamplings of the forget samples of ``evals.sample_bootstrap``
+        (NaN draws as None), for a paired interval over samples; empty when the batches carried no
+        sample ``index``."""
+        from atwu_plugin.evals.sample_bootstrap import SEED, auroc_replicates, sample_draws
+        from atwu_plugin.tokens import KIND_SPECIFIC
+
+        out = {}
+        for key, suffix in self.SOURCES.items():
+            if not self.weights[key] or any(s is None for s in self.samples[key]):
+                continue
+            kinds, samples = torch.cat(self.kinds[key]).numpy(), torch.cat(self.samples[key]).numpy()
+            n = int(samples.max()) + 1 if samples.size else 0
+            labelled = kinds >= 0
+            if n == 0 or not labelled.any():
+                continue
+            values = auroc_replicates(torch.cat(self.weights[key]).numpy()[labelled], kinds[labelled] == KIND_SPECIFIC,
+                                      samples[labelled], sample_draws(n))
+            out["span_auroc" + suffix] = {"n_samples": n, "seed": SEED,
+                                          "values": [None if v != v else round(float(v), 6) for v in values]}
+        return out
+
 
 def span_metrics(trainer) -> dict:
     """The span metrics of a trained ``trainer``: ``span_auroc``, ``span_ap``,
@@ -104,6 +130,15 @@ def span_metrics(trainer) -> dict:
         if isinstance(callback, SpanAlignmentCollector):
             out.update(callback.metrics())
     return out
+
+
+def span_bootstrap(trainer) -> dict:
+    """The span AUROC replicates of a trained ``trainer`` (``SpanAlignmentCollector.bootstrap``),
+    empty when it collected none."""
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, SpanAlignmentCollector):
+            return callback.bootstrap()
+    return {}
 
 
 def _records(batch: dict, tokenizer, n_samples: int, step: int):
