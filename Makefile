@@ -114,7 +114,7 @@ results-tofu-real: setup real-model
 		--paired retain_prob@0.5 --paired span_auroc
 
 # TOFU-real, span AUROC of every token weighting and ATWU scorer variant over the first epoch (14 methods
-# x 3 seeds; about 65 min of cell time per seed, two cells at a time; the zoo as for results-tofu-real)
+# x 3 seeds; 98 min of cell time, 49 min wall clock, two cells at a time; the zoo as for results-tofu-real)
 results-tofu-real-setup: setup real-model
 	mkdir -p outputs/results && date +%s > outputs/results/tofu_real_setup.started
 	TOFU_DATA=$(TOFU_DATA) OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/tofu_real_setup.yaml --output-dir outputs/results/tofu_real_setup --jobs 2

@@ -37,8 +37,13 @@ def main():
                    help="Markdown put right under the title: what the page is still good for (e.g. superseded by)")
     p.add_argument("--finished-at", type=float, default=None,
                    help="Unix time its runs finished (default: now); rewriting the page later keeps the same time")
+    p.add_argument("--prose-only", action="store_true",
+                   help="rewrite only the --status and --notes parts of the existing page, keeping its generated "
+                        "part (for a machine that no longer has the output dir; OUTPUT_DIR is not read)")
     args = p.parse_args()
     out, page = Path(args.output_dir), Path(args.page)
+    if args.prose_only:
+        return rewrite_prose(page, args.status, args.notes)
     if not (out / "results.json").exists():
         p.error(f"{out / 'results.json'}: not found; run the leaderboard into {out} first (atwu-leaderboard SPEC --output-dir {out})")
     results = json.loads((out / "results.json").read_text())
@@ -118,6 +123,25 @@ def main():
         lines += ["## Reading the table", "", Path(args.notes).read_text().strip(), ""]
     page.write_text("\n".join(lines))
     print(f"wrote {page}")
+
+
+def rewrite_prose(page: Path, status: str | None, notes: str | None) -> None:
+    """Swap the hand-written parts of a generated page (status under the title, notes at the end)."""
+    if not page.exists():
+        raise SystemExit(f"{page}: not found; --prose-only rewrites an existing page")
+    text = page.read_text()
+    head, sep, rest = text.partition("\nProduced by (")
+    tail_marker = "\n## Reading the table\n"
+    if not sep or (notes and tail_marker not in rest):
+        raise SystemExit(f"{page}: not a page written by this script (no 'Produced by' line or no "
+                         "'## Reading the table' section); rerun it from its output dir instead")
+    title = head.splitlines()[0]
+    body = rest.split(tail_marker)[0].rstrip("\n") if notes else rest.rstrip("\n")
+    lines = [title, "", *([Path(status).read_text().strip(), ""] if status else []), "Produced by (" + body, ""]
+    if notes:
+        lines += ["## Reading the table", "", Path(notes).read_text().strip(), ""]
+    page.write_text("\n".join(lines))
+    print(f"rewrote the prose of {page}")
 
 
 if __name__ == "__main__":

@@ -124,3 +124,31 @@ def test_status_goes_right_under_the_title(tmp_path, monkeypatch):
     page = tmp_path / "p.md"
     _run(monkeypatch, out, page, "--command", "make p", "--title", "T", "--status", status)
     assert page.read_text().startswith("# T\n\n> **Status: superseded by other.md.**\n\nProduced by")
+
+
+def test_prose_only_swaps_status_and_notes_and_keeps_the_generated_part(tmp_path, monkeypatch):
+    out = _output_dir(tmp_path, ["only"])
+    page, status, notes = tmp_path / "p.md", tmp_path / "status.md", tmp_path / "notes.md"
+    status.write_text("> old status\n")
+    notes.write_text("Old reading.\n")
+    _run(monkeypatch, out, page, "--command", "make p", "--title", "P", "--status", status, "--notes", notes)
+    full = page.read_text()
+    status.write_text("> new status\n")
+    notes.write_text("New reading.\n")
+    _run(monkeypatch, tmp_path / "gone", page, "--command", "unused", "--status", status, "--notes", notes,
+         "--prose-only")
+    text = page.read_text()
+    assert text == full.replace("> old status", "> new status").replace("Old reading.", "New reading.")
+    # the same as a full regeneration from the output dir
+    again = tmp_path / "again.md"
+    _run(monkeypatch, out, again, "--command", "make p", "--title", "P", "--status", status, "--notes", notes)
+    assert again.read_text().replace("again_", "p_") == text
+
+
+def test_prose_only_refuses_a_page_it_did_not_write(tmp_path, monkeypatch):
+    import pytest
+
+    page = tmp_path / "hand.md"
+    page.write_text("# hand written\n\nno generated part\n")
+    with pytest.raises(SystemExit, match="not a page written by this script"):
+        _run(monkeypatch, tmp_path, page, "--command", "x", "--notes", page, "--prose-only")
