@@ -184,8 +184,8 @@ results-label-free: setup
 # seed 0) on the development benchmark (embedded, forget10; 72 cells, 79 cell-minutes, ~40 min on 2 cores) and the trial its spec's
 # rule selects, written to configs/leaderboards/tuned_methods.yaml with the lr as the same multiple of
 # the test benchmarks' shared 3e-4 (0.6 x the development 5e-4). docs/results/heldout_tofu.md: those
-# frozen settings on the test benchmarks (TOFU-tiny forget10 + forget05, 3 seeds; 72 cells, 199 cell-minutes,
-# most measured while other work shared the 2 cores: ~100 min wall; builds the TOFU-tiny zoo first if needed, ~16 min).
+# frozen settings on the test benchmarks (TOFU-tiny forget10 + forget05, 3 seeds; 72 cells, 119 cell-minutes,
+# 61 min wall on 2 cores on 2026-12-04, including ~15 min building the TOFU-tiny zoo when it is not cached).
 results-tuning: setup
 	OMP_NUM_THREADS=1 $(BIN)/atwu-leaderboard atwu_plugin/configs/leaderboards/tuning_dev.yaml --output-dir outputs/results/tuning_dev --jobs 2
 	$(BIN)/python scripts/tuning_doc.py atwu_plugin/configs/leaderboards/tuning_dev.yaml outputs/results/tuning_dev \
